@@ -1,0 +1,1 @@
+"""Duet offline pipeline: data, two-tower training, evaluation and bundle export."""

@@ -1,0 +1,1 @@
+"""Duet online service: FastAPI over ONNX towers, FAISS and Redis."""
