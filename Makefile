@@ -37,3 +37,16 @@ evaluate: install
 
 clean:
 	rm -rf $(VENV) bundles .pytest_cache .mypy_cache .ruff_cache
+
+# Operations (issue 5): compose validation, load test, benchmark. Tools come from the OS packages.
+.PHONY: ops-tools compose-config loadtest
+LOADTEST_HOST ?= http://127.0.0.1:8000
+install: ops-tools
+ops-tools:
+	@(command -v wrk >/dev/null && (command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1)) || (apt-get update -q && apt-get install -y -q wrk docker-compose) || (echo "missing tools: run  sudo apt-get install -y wrk docker-compose" >&2; exit 1)
+compose-config: ops-tools
+	@if docker compose version >/dev/null 2>&1; then docker compose -f docker-compose.yml config -q; else docker-compose -f docker-compose.yml config -q; fi && echo "docker-compose.yml is valid"
+loadtest: install
+	mkdir -p reports/tmp/loadtest && $(BIN)/locust -f loadtest/locustfile.py --headless --host $(LOADTEST_HOST) --bundle $(BUNDLE) -u 20 -r 5 -t 60s --max-requests 200000 --max-p99-ms 250 --csv reports/tmp/loadtest/run --only-summary
+bench: $(BUNDLE)/manifest.json ops-tools redis
+	$(BIN)/python bench/run.py --bundle $(BUNDLE) --out bench/results

@@ -1,0 +1,80 @@
+-- Shared by the bench scripts: id lists, per-thread seeding, optional pacing and a one-line JSON
+-- summary that bench/run.py parses. Files and pacing come from the environment:
+--   DUET_BENCH_USERS, DUET_BENCH_ITEMS  one id per line (items most popular first)
+--   DUET_BENCH_DELAY_MS                 mean pause per connection between requests (paced runs)
+local M = {}
+
+function M.read_lines(var)
+  local path = os.getenv(var)
+  assert(path, var .. " is not set")
+  local f = assert(io.open(path, "r"))
+  local t = {}
+  for line in f:lines() do
+    if #line > 0 then t[#t + 1] = line end
+  end
+  f:close()
+  assert(#t > 0, path .. " holds no ids")
+  return t
+end
+
+function M.quote(s)
+  return '"' .. s:gsub('\\', '\\\\'):gsub('"', '\\"') .. '"'
+end
+
+function M.pick(list)
+  return list[math.random(#list)]
+end
+
+-- Popular items more often: the square of a uniform draw favours the head of the list.
+function M.popular(list)
+  local u = math.random()
+  return list[math.floor(u * u * #list) + 1]
+end
+
+function M.id_list(list, n)
+  local out = {}
+  for i = 1, n do out[i] = M.quote(M.popular(list)) end
+  return "[" .. table.concat(out, ",") .. "]"
+end
+
+local threads = 0
+function M.setup(thread)
+  threads = threads + 1
+  thread:set("thread_id", threads)
+end
+
+function M.seed()
+  math.randomseed((thread_id or 0) * 1000003 + os.time())
+end
+
+-- A pre-built pool of requests: building bodies must not be what the bench measures.
+function M.pool(n, build)
+  local pool = {}
+  for i = 1, n do pool[i] = build(i) end
+  return function() return pool[math.random(#pool)] end
+end
+
+function M.post(path, body)
+  return wrk.format("POST", path, {["Content-Type"] = "application/json"}, body)
+end
+
+function M.done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'DUET_BENCH_RESULT {"requests": %d, "duration_us": %d, "bytes": %d, "p50_us": %d, ' ..
+    '"p90_us": %d, "p99_us": %d, "max_us": %d, "mean_us": %.1f, "errors": {"connect": %d, ' ..
+    '"read": %d, "write": %d, "status": %d, "timeout": %d}}\n',
+    summary.requests, summary.duration, summary.bytes, latency:percentile(50),
+    latency:percentile(90), latency:percentile(99), latency.max, latency.mean,
+    e.connect, e.read, e.write, e.status, e.timeout))
+end
+
+-- Paced runs: exponential pauses, so connections do not fire in lockstep.
+local delay_ms = tonumber(os.getenv("DUET_BENCH_DELAY_MS") or "")
+if delay_ms and delay_ms > 0 then
+  function M.delay()
+    return -delay_ms * math.log(1 - math.random())
+  end
+end
+
+return M

@@ -1,0 +1,82 @@
+"""Write a benchmark run as JSON and as the markdown table the README shows."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+SCENARIOS = {
+    "hello": "GET /hello, bare FastAPI app (baseline)",
+    "recommend_warm": "POST /v1/recommend, known users, warm cache",
+    "recommend_filters": "POST /v1/recommend, known users, filters + exclusions",
+    "recommend_cold": "POST /v1/recommend, new user + 10-item history (cache miss)",
+    "retrieve": "POST /v1/retrieve, by item or by history",
+    "similar": "GET /v1/items/{id}/similar",
+    "events": "POST /v1/events, one event",
+}
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    cpu = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), cpu)
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m, r = result["machine"], result["run"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['cores']} cores (load average {m['load_average_at_start'][0]}"
+        f" at start), {m['os']}, Python {m['python']}.",
+        f"Run {r['started_at']}: one uvicorn worker, real Redis ({r['redis']}), bundle "
+        f"`{r['bundle_version']}` ({r['num_items']} items, dim {r['embedding_dim']}); wrk "
+        f"{r['wrk_threads']} thread, {r['connections']} connections, {r['duration_s']:g} s per "
+        "scenario after a warm-up.",
+        "",
+        "| scenario | what | req/s | p50 ms | p99 ms | vs hello | failed |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    hello = result["scenarios"].get("hello", {}).get("rps") or 0.0
+    for name, s in result["scenarios"].items():
+        ratio = f"{s['rps'] / hello:.2f}" if hello else "-"
+        lines.append(
+            f"| {name} | {SCENARIOS.get(name, name)} | {s['rps']:,.0f} | {s['p50_ms']:.2f} "
+            f"| {s['p99_ms']:.2f} | {ratio} | {s['failed']} |"
+        )
+    if result.get("paced"):
+        lines += [
+            "",
+            f"At half of each one's max throughput ({r['paced_connections']} connections, "
+            "exponential pauses):",
+            "",
+            "| scenario | target req/s | achieved req/s | p50 ms | p99 ms | failed |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name, p in result["paced"].items():
+            lines.append(
+                f"| {name} | {p['target_rps']:,.0f} | {p['rps']:,.0f} | {p['p50_ms']:.2f} "
+                f"| {p['p99_ms']:.2f} | {p['failed']} |"
+            )
+    if result.get("ratio") is not None:
+        lines += ["", f"recommend (warm) / hello-world throughput: **{result['ratio']:.2f}**."]
+    if result.get("service_rss_mb"):
+        lines.append(f"Service RSS after the run: {result['service_rss_mb']:.0f} MB.")
+    return "\n".join(lines) + "\n"
+
+
+def write(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    js, md = out_dir / "latest.json", out_dir / "latest.md"
+    js.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    md.write_text(markdown(result), encoding="utf-8")
+    return js, md

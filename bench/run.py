@@ -1,0 +1,266 @@
+"""Benchmark Duet against a bare FastAPI hello-world app measured in the same run.
+
+    python bench/run.py --bundle bundles/demo            (or: make bench)
+
+Starts a throwaway redis-server, the service (one uvicorn worker) and bench/hello_app.py on free
+loopback ports; warms every known user's cache; drives each scenario with wrk at a fixed
+concurrency (max req/s, p50, p99), then the hello-world baseline and warm recommend again at
+half of their max throughput; writes bench/results/latest.json and latest.md and prints the
+recommend / hello-world ratio. Exits non-zero with the reason when a tool, the bundle or the
+service is missing, or a run sees errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import report
+import wrk
+from processes import (
+    LOOPBACK,
+    BenchError,
+    Child,
+    free_port,
+    require_tool,
+    rss_mb,
+    start,
+    start_redis,
+    wait_http,
+)
+
+BENCH_DIR = Path(__file__).resolve().parent
+SCENARIO_ORDER = (
+    "hello",
+    "recommend_warm",
+    "recommend_filters",
+    "recommend_cold",
+    "retrieve",
+    "similar",
+    # Last: events change users' histories, which drops their cached embeddings.
+    "events",
+)
+PACED = ("hello", "recommend_warm")
+# Served the way service/__main__.py serves Duet, so the ratio compares the apps, not servers.
+HELLO_FLAGS = ["--host", LOOPBACK, "--workers", "1", "--loop", "uvloop", "--http", "httptools"]
+HELLO_FLAGS += ["--no-access-log", "--log-level", "warning"]
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--bundle", type=Path, default=Path("bundles/demo"), help="bundle directory")
+    p.add_argument("--out", type=Path, default=BENCH_DIR / "results", help="results directory")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
+    p.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured warm-up")
+    p.add_argument("--connections", type=int, default=32, help="wrk connections (fixed)")
+    p.add_argument("--paced-connections", type=int, default=64, help="connections, paced runs")
+    p.add_argument("--threads", type=int, default=1, help="wrk threads (leave the server a core)")
+    p.add_argument("--scenarios", default=",".join(SCENARIO_ORDER), help="comma-separated")
+    p.add_argument("--no-paced", action="store_true", help="skip the half-throughput runs")
+    p.add_argument("--ready-timeout", type=float, default=180.0, help="seconds to wait for ready")
+    args = p.parse_args(argv)
+    unknown = set(args.scenarios.split(",")) - set(SCENARIO_ORDER)
+    if unknown:
+        p.error(f"unknown scenarios {sorted(unknown)}; known: {', '.join(SCENARIO_ORDER)}")
+    return args
+
+
+def _load_bundle(bundle: Path, tmp: Path) -> tuple[dict[str, Any], list[str], dict[str, str]]:
+    """Manifest, known users, and the id files the Lua scripts read (items most popular first)."""
+    try:
+        manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+        users = [str(u) for u in json.loads((bundle / "users.json").read_text(encoding="utf-8"))]
+        items = [str(i["item_id"]) for i in json.loads((bundle / "items.json").read_text("utf-8"))]
+        popular = [str(p["item_id"]) for p in json.loads((bundle / "popularity.json").read_text())]
+    except (OSError, ValueError, KeyError) as e:
+        raise BenchError(
+            f"{bundle} is not a readable Duet bundle ({e}); build one with "
+            f"`make {bundle}/manifest.json` or `python -m models build`"
+        ) from e
+    ordered = list(dict.fromkeys([p for p in popular if p in set(items)] + items))
+    (tmp / "users.txt").write_text("\n".join(users) + "\n", encoding="utf-8")
+    (tmp / "items.txt").write_text("\n".join(ordered) + "\n", encoding="utf-8")
+    files = {"DUET_BENCH_USERS": str(tmp / "users.txt"), "DUET_BENCH_ITEMS": str(tmp / "items.txt")}
+    return manifest, users, files
+
+
+def _post(url: str, body: dict[str, Any]) -> None:
+    req = urllib.request.Request(  # noqa: S310 (loopback http built by the harness)
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+            resp.read()
+    except urllib.error.HTTPError as e:
+        raise BenchError(f"warm-up POST {url} {body} answered {e.code}: {e.read()[:300]!r}") from e
+
+
+def _paced(
+    base: str, script: str, max_rps: float, args: argparse.Namespace, env: dict[str, str]
+) -> dict[str, Any]:
+    """p99 at half of `max_rps`: per-connection pauses calibrated on short runs, then measured."""
+    target = max_rps / 2
+    conns = args.paced_connections
+    delay = max(0.0, conns * 1000 / target - 1000 / max_rps)
+    for _ in range(4):
+        probe = wrk.run(
+            base,
+            script,
+            threads=args.threads,
+            connections=conns,
+            duration_s=3,
+            env=env,
+            delay_ms=delay,
+        )
+        if abs(probe.rps - target) <= 0.05 * target:
+            break
+        delay = max(0.0, delay + conns * 1000 * (1 / target - 1 / probe.rps))
+    final = wrk.run(
+        base,
+        script,
+        threads=args.threads,
+        connections=conns,
+        duration_s=args.duration,
+        env=env,
+        delay_ms=delay,
+    )
+    return {"target_rps": round(target, 1), "delay_ms": round(delay, 3), **final.as_dict()}
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    require_tool("wrk", wrk.INSTALL_WRK)
+    started = {
+        "machine": report.machine(),
+        "started_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%MZ"),
+    }
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="duet-bench-")))
+        manifest, users, env = _load_bundle(args.bundle, tmp)
+        redis, redis_url = start_redis(tmp)
+        stack.callback(redis.stop)
+        service_port, hello_port = free_port(), free_port()
+        service_env = {
+            "DUET_BUNDLE": str(args.bundle.resolve()),
+            "DUET_REDIS_URL": redis_url,
+            "DUET_HOST": LOOPBACK,
+            "DUET_PORT": str(service_port),
+            "DUET_WORKERS": "1",
+            "DUET_LOG_LEVEL": "warning",
+        }
+        service = start("service", [sys.executable, "-m", "service"], tmp, env=service_env)
+        stack.callback(service.stop)
+        hello_argv = [sys.executable, "-m", "uvicorn", "hello_app:app", "--app-dir"]
+        hello_argv += [str(BENCH_DIR), "--port", str(hello_port), *HELLO_FLAGS]
+        hello = start("hello", hello_argv, tmp)
+        stack.callback(hello.stop)
+        children = {
+            "service": (service, f"http://{LOOPBACK}:{service_port}"),
+            "hello": (hello, f"http://{LOOPBACK}:{hello_port}"),
+        }
+        wait_http(service, children["service"][1] + "/readyz", args.ready_timeout)
+        wait_http(hello, children["hello"][1] + "/hello", args.ready_timeout)
+        try:
+            measured = _measure(args, users, env, children)
+        except BenchError as e:
+            logs = "\n".join(
+                f"--- {n} log (tail) ---\n{c.tail()}" for n, (c, _) in children.items()
+            )
+            raise BenchError(f"{e}\n{logs}") from e
+        service_rss = rss_mb(service.popen.pid)
+    redis_version = subprocess.run(  # noqa: S603 (fixed argv)
+        [require_tool("redis-server", "apt-get install -y redis-server"), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    ).stdout.split()[2:3]
+    scenarios = measured["scenarios"]
+    hello_rps = scenarios.get("hello", {}).get("rps")
+    warm_rps = scenarios.get("recommend_warm", {}).get("rps")
+    return {
+        "machine": started["machine"],
+        "run": {
+            "started_at": started["started_at"],
+            "bundle_version": manifest.get("bundle_version"),
+            "num_items": manifest.get("num_items"),
+            "embedding_dim": manifest.get("embedding_dim"),
+            "redis": " ".join(["redis-server", *redis_version]),
+            "service_workers": 1,
+            "wrk_threads": args.threads,
+            "connections": args.connections,
+            "paced_connections": args.paced_connections,
+            "duration_s": args.duration,
+        },
+        **measured,
+        "ratio": round(warm_rps / hello_rps, 3) if hello_rps and warm_rps else None,
+        "service_rss_mb": round(service_rss, 1),
+    }
+
+
+def _measure(
+    args: argparse.Namespace,
+    users: list[str],
+    env: dict[str, str],
+    children: dict[str, tuple[Child, str]],
+) -> dict[str, Any]:
+    """Warm every known user, run each scenario at fixed concurrency, then the paced runs."""
+    print(f"duet-bench: service and hello-world ready; warming {len(users)} users", flush=True)
+    for user in users:
+        _post(children["service"][1] + "/v1/recommend", {"user_id": user, "k": 10})
+    run = {"threads": args.threads, "connections": args.connections, "env": env}
+    scenarios: dict[str, dict[str, Any]] = {}
+    for name in (s for s in SCENARIO_ORDER if s in args.scenarios.split(",")):
+        child, base = children["hello" if name == "hello" else "service"]
+        if args.warmup > 0:
+            wrk.run(base, name, duration_s=args.warmup, **run)
+        result = wrk.run(base, name, duration_s=args.duration, **run)
+        child.check_alive()
+        scenarios[name] = result.as_dict()
+        print(
+            f"duet-bench: {name:18s} {result.rps:9,.0f} req/s  p50 {result.p50_ms:.2f} ms"
+            f"  p99 {result.p99_ms:.2f} ms",
+            flush=True,
+        )
+    paced: dict[str, dict[str, Any]] = {}
+    for name in () if args.no_paced else PACED:
+        if name in scenarios:
+            base = children["hello" if name == "hello" else "service"][1]
+            paced[name] = _paced(base, name, scenarios[name]["rps"], args, env)
+            print(
+                f"duet-bench: {name} at {paced[name]['rps']:,.0f} req/s (half max): "
+                f"p99 {paced[name]['p99_ms']:.2f} ms",
+                flush=True,
+            )
+    return {"scenarios": scenarios, "paced": paced}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    try:
+        result = bench(args)
+    except BenchError as e:
+        print(f"duet-bench: FAILED: {e}", file=sys.stderr)
+        return 1
+    js, md = report.write(result, args.out)
+    print(report.markdown(result))
+    print(f"duet-bench: wrote {js} and {md}")
+    if result["ratio"] is not None:
+        print(f"duet-bench: recommend/hello-world ratio = {result['ratio']:.2f}")
+    runs = {**result["scenarios"], **{f"{k} (paced)": v for k, v in result["paced"].items()}}
+    failed = {name: r["errors"] for name, r in runs.items() if r["failed"]}
+    for name, errors in failed.items():
+        print(f"duet-bench: FAILED: {name} had failed requests: {errors}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

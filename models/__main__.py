@@ -1,0 +1,156 @@
+"""`python -m models build|evaluate|synth|bench-index`: the command names are a contract."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from models.datasets import DATASETS, DatasetError, load_dataset, synthesize, write_synthetic
+from models.losses import LOSS_NAMES, LossName
+from models.towers import POOLINGS
+from models.train import TrainConfig
+
+EXIT_BAD_INPUT = 2
+
+
+def _training_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, help=f"one of {', '.join(DATASETS)}")
+    parser.add_argument("--data-dir", type=Path, help="dataset directory (original layout)")
+    parser.add_argument("--epochs", type=int, help="maximum epochs (early stopping decides)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pooling", choices=POOLINGS, help="history pooling of the user tower")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the baselines")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m models", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    build = commands.add_parser("build", help="train, evaluate and export a bundle")
+    _training_args(build)
+    build.add_argument("--out", type=Path, required=True, help="bundle directory (must not exist)")
+    build.add_argument("--loss", choices=LOSS_NAMES, default="logq")
+
+    evaluate = commands.add_parser("evaluate", help="two-tower vs baselines table + JSON + PNG")
+    _training_args(evaluate)
+    evaluate.add_argument("--json", type=Path, help="write the report JSON (PNG next to it)")
+    evaluate.add_argument(
+        "--loss", choices=(*LOSS_NAMES, "all"), default="logq", help="'all' compares the three"
+    )
+
+    synth = commands.add_parser("synth", help="write a synthetic dataset (generic layout)")
+    synth.add_argument("--items", type=int, required=True)
+    synth.add_argument("--users", type=int, required=True)
+    synth.add_argument("--out", type=Path, required=True)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--interactions-per-user", type=int, default=30)
+
+    bench = commands.add_parser("bench-index", help="build the large-catalog index, time it")
+    bench.add_argument("--items", type=int, default=1_000_000)
+    bench.add_argument("--dim", type=int, default=64)
+    bench.add_argument("--queries", type=int, default=1000)
+    bench.add_argument("--index", choices=("hnsw", "ivf"), default="hnsw")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--json", type=Path, help="also write the figures as JSON")
+    return parser
+
+
+def _config(args: argparse.Namespace, loss: LossName) -> TrainConfig:
+    config = replace(TrainConfig.for_dataset(args.dataset), seed=args.seed, loss=loss)
+    if args.epochs is not None:
+        config = replace(config, max_epochs=args.epochs)
+    if args.pooling is not None:
+        config = replace(config, tower=replace(config.tower, pooling=args.pooling))
+    return config
+
+
+def _build(args: argparse.Namespace) -> int:
+    from models.pipeline import build  # noqa: PLC0415 - keeps `--help` free of torch
+    from models.report import plot_report, render_table, write_report  # noqa: PLC0415
+
+    dataset = load_dataset(args.dataset, args.data_dir)
+    result = build(
+        dataset,
+        args.out,
+        config=_config(args, args.loss),
+        with_baselines=not args.no_baselines,
+        progress=not args.no_progress,
+    )
+    print(render_table(result.metrics))
+    report = args.out.with_name(args.out.name + ".report.json")
+    write_report(report, dataset=dataset.name, results=result.metrics,
+                 extra={"seconds": result.seconds, "curve": result.curve,
+                        "bundle_version": result.manifest["bundle_version"]})
+    plot_report(report.with_suffix(".png"), curve=result.curve, results=result.metrics)
+    print(f"bundle {result.bundle} ({result.manifest['bundle_version']}) "
+          f"in {result.seconds['total']:.1f}s; report {report}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from models.pipeline import evaluate  # noqa: PLC0415
+    from models.report import plot_report, render_table, write_report  # noqa: PLC0415
+
+    dataset = load_dataset(args.dataset, args.data_dir)
+    losses: tuple[LossName, ...] = LOSS_NAMES if args.loss == "all" else (args.loss,)
+    result = evaluate(
+        dataset,
+        config=_config(args, losses[0]),
+        losses=losses,
+        with_baselines=not args.no_baselines,
+        progress=not args.no_progress,
+    )
+    print(render_table(result.metrics))
+    if args.json is not None:
+        write_report(args.json, dataset=dataset.name, results=result.metrics,
+                     extra={"seconds": result.seconds, "curves": result.curves, **result.extra})
+        plot_report(args.json.with_suffix(".png"), curve=result.curves["two_tower"],
+                    results=result.metrics)
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    if args.out.exists():
+        raise DatasetError(f"{args.out}: output directory already exists")
+    dataset = synthesize(args.users, args.items, seed=args.seed,
+                         interactions_per_user=args.interactions_per_user)
+    write_synthetic(dataset, args.out)
+    print(f"wrote {args.out}: {dataset.num_users} users, {dataset.num_items} items, "
+          f"{len(dataset.interactions)} interactions")
+    return 0
+
+
+def _bench_index(args: argparse.Namespace) -> int:
+    from models.bench_index import run  # noqa: PLC0415
+
+    figures = run(items=args.items, dim=args.dim, queries=args.queries, kind=args.index,
+                  seed=args.seed)
+    text = json.dumps(figures, indent=1)
+    print(text)
+    if args.json is not None:
+        args.json.write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+COMMANDS = {"build": _build, "evaluate": _evaluate, "synth": _synth, "bench-index": _bench_index}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from models.export import ExportError  # noqa: PLC0415
+
+    try:
+        return COMMANDS[args.command](args)
+    except (DatasetError, ExportError, ValueError, OSError) as exc:
+        message = " ".join(str(exc).split())
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""The baselines a team would otherwise ship: popularity, item-item cosine kNN, iALS.
+
+Each is tuned the same way as the two-tower model: fit on `train`, pick the configuration with
+the best validation Recall@20, refit it on `train_full`, evaluate once on `test`. The grids are
+small on purpose (the whole run stays within a couple of minutes on 2 cores), but cover the
+settings that matter on MovieLens-sized data.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol, Self
+
+import numpy as np
+import scipy.sparse as sp
+from implicit.cpu.als import AlternatingLeastSquares
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+from tqdm import tqdm
+
+from models.metrics import evaluate_ranking
+from models.types import FloatArray, IntArray, Interactions, Split
+
+TUNING_METRIC = "recall@20"
+KNN_GRID: tuple[dict[str, float], ...] = tuple(
+    {"neighbours": k, "shrink": s} for k, s in ((50, 10.0), (200, 10.0), (200, 50.0), (1000, 10.0))
+)
+IALS_GRID: tuple[dict[str, float], ...] = tuple(
+    {"factors": f, "regularization": r, "alpha": a, "iterations": 15}
+    for f in (64, 128)
+    for r in (0.05, 0.5)
+    for a in (0.5, 2.0)
+)
+_THREADS = 2
+
+
+def binary_matrix(interactions: Interactions, num_users: int, num_items: int) -> sp.csr_matrix:
+    """users × items, 1.0 where the user interacted with the item (repeats collapse)."""
+    matrix = sp.csr_matrix(
+        (np.ones(len(interactions), dtype=np.float32), (interactions.user, interactions.item)),
+        shape=(num_users, num_items),
+    )
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    return matrix
+
+
+class Popularity:
+    """Most-interacted items first, the same list for every user."""
+
+    def __init__(self) -> None:
+        self.counts: FloatArray = np.zeros(0, dtype=np.float32)
+
+    def fit(self, train: Interactions, num_users: int, num_items: int) -> Self:
+        del num_users
+        self.counts = np.bincount(train.item, minlength=num_items).astype(np.float32)
+        return self
+
+    def score(self, user_rows: IntArray) -> FloatArray:
+        return np.broadcast_to(self.counts, (len(user_rows), self.counts.size)).copy()
+
+
+class ItemKNN:
+    """Cosine item-item similarity on the binary matrix, top `neighbours` per item.
+
+    sim(i, j) = |U_i ∩ U_j| / (sqrt|U_i| sqrt|U_j| + shrink): the shrink term damps
+    similarities resting on few co-occurrences. score(u, j) = Σ_i x_ui sim(i, j).
+    """
+
+    def __init__(self, neighbours: int = 200, shrink: float = 10.0, block: int = 1024) -> None:
+        self.neighbours = neighbours
+        self.shrink = shrink
+        self.block = block
+        self.matrix = sp.csr_matrix((0, 0), dtype=np.float32)
+        self.similarity = sp.csr_matrix((0, 0), dtype=np.float32)
+
+    def fit(self, train: Interactions, num_users: int, num_items: int) -> Self:
+        self.matrix = binary_matrix(train, num_users, num_items)
+        by_item = self.matrix.T.tocsr()
+        columns = self.matrix.tocsc()
+        norms = np.sqrt(np.asarray(self.matrix.sum(axis=0)).ravel()).astype(np.float32)
+        k = min(self.neighbours, max(num_items - 1, 1))
+        rows, cols, vals = [], [], []
+        for start in range(0, num_items, self.block):
+            stop = min(start + self.block, num_items)
+            cooc = np.asarray((by_item @ columns[:, start:stop]).todense(), dtype=np.float32)
+            sim = cooc / (norms[:, None] * norms[None, start:stop] + self.shrink + 1e-12)
+            sim[np.arange(start, stop), np.arange(stop - start)] = 0.0
+            top = np.argpartition(-sim, k - 1, axis=0)[:k] if k < num_items else None
+            if top is None:
+                top = np.broadcast_to(np.arange(num_items)[:, None], sim.shape)
+            values = np.take_along_axis(sim, top, axis=0)
+            keep = values > 0
+            rows.append(top[keep])
+            cols.append(np.broadcast_to(np.arange(start, stop), top.shape)[keep])
+            vals.append(values[keep])
+        self.similarity = sp.csr_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(num_items, num_items),
+            dtype=np.float32,
+        )
+        return self
+
+    def score(self, user_rows: IntArray) -> FloatArray:
+        scores = (self.matrix[user_rows] @ self.similarity).toarray()
+        return np.asarray(scores, dtype=np.float32)
+
+
+class IALS:
+    """Implicit ALS (Hu, Koren, Volinsky 2008) from the `implicit` library, seeded."""
+
+    def __init__(
+        self,
+        factors: int = 64,
+        regularization: float = 0.1,
+        alpha: float = 1.0,
+        iterations: int = 15,
+        seed: int = 0,
+    ) -> None:
+        self.factors = factors
+        self.regularization = regularization
+        self.alpha = alpha
+        self.iterations = iterations
+        self.seed = seed
+        self.user_factors: FloatArray = np.zeros((0, 0), dtype=np.float32)
+        self.item_factors: FloatArray = np.zeros((0, 0), dtype=np.float32)
+
+    def fit(self, train: Interactions, num_users: int, num_items: int) -> Self:
+        # implicit parallelises itself; a multi-threaded BLAS underneath only oversubscribes.
+        with threadpool_limits(1, "blas"):
+            model = AlternatingLeastSquares(
+                factors=self.factors,
+                regularization=self.regularization,
+                alpha=self.alpha,
+                iterations=self.iterations,
+                random_state=self.seed,
+                num_threads=_THREADS,
+            )
+            model.fit(binary_matrix(train, num_users, num_items), show_progress=False)
+        self.user_factors = np.asarray(model.user_factors, dtype=np.float32)
+        self.item_factors = np.asarray(model.item_factors, dtype=np.float32)
+        return self
+
+    def score(self, user_rows: IntArray) -> FloatArray:
+        return np.asarray(self.user_factors[user_rows] @ self.item_factors.T, dtype=np.float32)
+
+
+class Recommender(Protocol):
+    def fit(self, train: Interactions, num_users: int, num_items: int) -> Self: ...
+
+    def score(self, user_rows: IntArray) -> FloatArray: ...
+
+
+def build(name: str, params: Mapping[str, float], *, seed: int = 0) -> Recommender:
+    """A baseline by name, from a flat hyper-parameter mapping (as in the grids)."""
+    if name == "popularity":
+        return Popularity()
+    if name == "itemknn":
+        return ItemKNN(neighbours=int(params["neighbours"]), shrink=float(params["shrink"]))
+    if name == "ials":
+        return IALS(
+            factors=int(params["factors"]),
+            regularization=float(params["regularization"]),
+            alpha=float(params["alpha"]),
+            iterations=int(params["iterations"]),
+            seed=seed,
+        )
+    raise ValueError(f"unknown baseline {name!r}")
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """Test metrics of the configuration that won on validation."""
+
+    metrics: dict[str, float]
+    params: dict[str, float]
+    seconds: float
+
+
+def run_baselines(
+    split: Split, *, seed: int = 0, progress: bool = True
+) -> dict[str, dict[str, float]]:
+    """Tune on train -> valid, refit the best on train_full, evaluate on test.
+
+    Returns one metrics dict per baseline, plus a separate "params" entry: the chosen
+    hyper-parameters and timings, flattened to `"<model>.<name>": value`.
+    """
+    params: dict[str, float] = {}
+    results: dict[str, dict[str, float]] = {}
+    grids: dict[str, tuple[Mapping[str, float], ...]] = {
+        "popularity": ({},),
+        "itemknn": KNN_GRID,
+        "ials": IALS_GRID,
+    }
+    for name, grid in grids.items():
+        tuned = _tune(name, grid, split, seed=seed, progress=progress)
+        results[name] = tuned.metrics
+        params |= {f"{name}.{key}": value for key, value in tuned.params.items()}
+        params[f"{name}.seconds"] = round(tuned.seconds, 2)
+    return results | {"params": params}
+
+
+def _tune(
+    name: str,
+    grid: tuple[Mapping[str, float], ...],
+    split: Split,
+    *,
+    seed: int,
+    progress: bool,
+) -> Tuned:
+    started = time.perf_counter()
+    best: tuple[float, Mapping[str, float]] = (-1.0, grid[0])
+    if len(grid) > 1:
+        for config in tqdm(grid, desc=f"tune {name}", disable=not progress, leave=False):
+            model = build(name, config, seed=seed).fit(
+                split.train, split.num_users, split.num_items
+            )
+            valid = evaluate_ranking(
+                model.score, exclude=split.train, targets=split.valid, num_items=split.num_items
+            )
+            if valid[TUNING_METRIC] > best[0]:
+                best = (valid[TUNING_METRIC], config)
+    model = build(name, best[1], seed=seed).fit(split.train_full, split.num_users, split.num_items)
+    metrics = evaluate_ranking(
+        model.score, exclude=split.train_full, targets=split.test, num_items=split.num_items
+    )
+    chosen = {key: float(value) for key, value in best[1].items()}
+    if best[0] >= 0:
+        chosen["valid_" + TUNING_METRIC] = best[0]
+    return Tuned(metrics=metrics, params=chosen, seconds=time.perf_counter() - started)

@@ -1,0 +1,359 @@
+"""Write a bundle exactly as docs/bundle-format.md specifies, atomically.
+
+Everything goes into a temporary sibling of `out` which is fsynced and renamed into place only
+when complete, so a failed build (parity, index, disk) never leaves a half bundle behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import Tensor, nn
+
+from models.features import ItemFeatures
+from models.index import BuiltIndex, IndexSpec, build_index, query_sample, recall_at_k
+from models.towers import TwoTower, UserTower
+from models.types import Dataset, Interactions
+
+FORMAT_VERSION = 1
+OPSET = 17
+PARITY_TOLERANCE = 1e-5
+POPULARITY_SIZE = 1000
+
+
+class ExportError(Exception):
+    """The bundle could not be written; nothing was left at the destination."""
+
+
+@dataclass(frozen=True)
+class BundleInputs:
+    """What a bundle is made of, besides the trained towers."""
+
+    dataset: Dataset
+    train_full: Interactions
+    item_features: ItemFeatures
+    training: dict[str, Any]
+    metrics: dict[str, dict[str, float]]
+    user_queries: np.ndarray | None = None  # user embeddings, to measure ANN recall on
+
+
+class _UserWithFeatures(nn.Module):
+    def __init__(self, tower: UserTower) -> None:
+        super().__init__()
+        self.tower = tower
+
+    def forward(self, user_idx: Tensor, history: Tensor, user_features: Tensor) -> Tensor:
+        return self.tower(user_idx, history, user_features)
+
+
+def _onnx_bytes(
+    module: nn.Module, args: tuple[Tensor, ...], inputs: list[str], output: str
+) -> bytes:
+    buffer = io.BytesIO()
+    axes = {name: {0: "batch"} for name in [*inputs, output]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            args,
+            buffer,
+            input_names=inputs,
+            output_names=[output],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    return buffer.getvalue()
+
+
+def _check_parity(
+    onnx_model: bytes, module: nn.Module, feeds: dict[str, Tensor], name: str
+) -> float:
+    """Max abs difference between ONNX Runtime and PyTorch on `feeds`; raises above 1e-5."""
+    session = ort.InferenceSession(onnx_model, providers=["CPUExecutionProvider"])
+    got = session.run(None, {k: v.numpy() for k, v in feeds.items()})[0]
+    with torch.no_grad():
+        expected = module(*feeds.values()).numpy()
+    diff = float(np.abs(got - expected).max())
+    if not diff <= PARITY_TOLERANCE:
+        raise ExportError(f"{name}: ONNX/PyTorch parity {diff:.2e} exceeds {PARITY_TOLERANCE}")
+    return diff
+
+
+def _sample_rows(count: int, size: int, seed: int) -> Tensor:
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy(rng.integers(0, count, size=size, dtype=np.int64))
+
+
+def export_towers(
+    model: TwoTower, features: ItemFeatures, user_features: np.ndarray | None
+) -> tuple[bytes, bytes, dict[str, float]]:
+    """Both towers as ONNX (dynamic batch), each checked against PyTorch on a sample batch."""
+    model.eval()
+    num_items = features.num_items
+    rows = torch.cat([_sample_rows(num_items, 31, 1), torch.tensor([num_items])])
+    item_feeds = {
+        "item_idx": rows,
+        "genres": torch.from_numpy(features.genres)[rows],
+        "year": torch.from_numpy(features.year)[rows],
+        "title_tokens": torch.from_numpy(features.title_tokens)[rows],
+    }
+    item_onnx = _onnx_bytes(model.item, tuple(item_feeds.values()), list(item_feeds), "item_embedding")
+    item_diff = _check_parity(item_onnx, model.item, item_feeds, "item_tower.onnx")
+
+    history_length = model.config.history_length
+    num_users = model.user.user_embedding.num_embeddings - 1
+    batch = 32
+    history = _sample_rows(num_items + 1, batch * history_length, 2).reshape(batch, -1)
+    history[: batch // 2, : history_length // 2] = num_items  # some left padding
+    user_feeds = {"user_idx": _sample_rows(num_users + 1, batch, 3), "history": history}
+    user_module: nn.Module = model.user
+    if user_features is not None:
+        user_feeds["user_features"] = torch.from_numpy(user_features)[user_feeds["user_idx"]]
+        user_module = _UserWithFeatures(model.user)
+    user_onnx = _onnx_bytes(user_module, tuple(user_feeds.values()), list(user_feeds), "user_embedding")
+    user_diff = _check_parity(user_onnx, user_module, user_feeds, "user_tower.onnx")
+    return user_onnx, item_onnx, {"user_tower": user_diff, "item_tower": item_diff}
+
+
+def item_embeddings(model: TwoTower, features: ItemFeatures) -> np.ndarray:
+    model.eval()
+    with torch.no_grad():
+        rows = torch.arange(features.num_items)
+        out = model.item(
+            rows,
+            torch.from_numpy(features.genres)[rows],
+            torch.from_numpy(features.year)[rows],
+            torch.from_numpy(features.title_tokens)[rows],
+        )
+    return out.numpy().astype(np.float32)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _popularity(dataset: Dataset, train_full: Interactions) -> list[dict[str, Any]]:
+    counts = np.bincount(train_full.item, minlength=dataset.num_items)
+    total = max(int(counts.sum()), 1)
+    top = np.argsort(-counts, kind="stable")[:POPULARITY_SIZE]
+    return [
+        {"item_id": dataset.items.ids[i], "score": round(float(counts[i]) / total, 8)}
+        for i in top
+        if counts[i] > 0
+    ]
+
+
+def _items_json(dataset: Dataset) -> list[dict[str, Any]]:
+    items = dataset.items
+    return [
+        {
+            "item_id": items.ids[i],
+            "title": items.titles[i],
+            "genres": list(items.genres[i]),
+            "year": int(items.years[i]) if items.years[i] > 0 else None,
+        }
+        for i in range(len(items))
+    ]
+
+
+def _user_features_matrix(dataset: Dataset) -> np.ndarray | None:
+    features = dataset.user_features
+    if features is None:
+        return None
+    matrix = np.zeros((dataset.num_users + 1, len(features.names)), dtype=np.int64)
+    matrix[1:] = features.values
+    return matrix
+
+
+@contextmanager
+def atomic_directory(out: Path) -> Iterator[Path]:
+    """Yield a temp dir next to `out`; rename it to `out` on success, delete it on failure."""
+    out = Path(out)
+    if out.exists():
+        raise ExportError(f"{out}: output directory already exists (refusing to overwrite)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+        for path in tmp.iterdir():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_dir(tmp)
+        if out.exists():
+            raise ExportError(f"{out}: output directory appeared during the build")
+        tmp.rename(out)
+        _fsync_dir(out.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def write_bundle(
+    out: Path,
+    model: TwoTower,
+    inputs: BundleInputs,
+    *,
+    index_spec: IndexSpec | None = None,
+    extra_files: dict[str, bytes] | None = None,
+) -> dict[str, Any]:
+    """Export towers, index and metadata into `out`; returns the manifest."""
+    dataset, features = inputs.dataset, inputs.item_features
+    if dataset.num_items != features.num_items:
+        raise ExportError("item features do not match the dataset's catalog")
+    user_features = _user_features_matrix(dataset)
+    user_onnx, item_onnx, parity = export_towers(model, features, user_features)
+    embeddings = item_embeddings(model, features)
+    built: BuiltIndex = build_index(embeddings, index_spec)
+    queries = query_sample(embeddings, inputs.user_queries, count=1000)
+    built.recall_at_100 = recall_at_k(built, embeddings, queries, 100)
+
+    with atomic_directory(out) as tmp:
+        (tmp / "user_tower.onnx").write_bytes(user_onnx)
+        (tmp / "item_tower.onnx").write_bytes(item_onnx)
+        faiss.write_index(built.index, str(tmp / "items.faiss"))
+        np.save(tmp / "item_embeddings.npy", embeddings, allow_pickle=False)
+        _write_json(tmp / "items.json", _items_json(dataset))
+        _write_json(tmp / "users.json", list(dataset.user_ids))
+        if user_features is not None:
+            np.save(tmp / "user_features.npy", user_features, allow_pickle=False)
+        _write_json(tmp / "popularity.json", _popularity(dataset, inputs.train_full))
+        for name, payload in (extra_files or {}).items():
+            (tmp / name).write_bytes(payload)
+        files = {
+            p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size}
+            for p in sorted(tmp.iterdir())
+        }
+        manifest = _manifest(out, model, inputs, built, files, parity)
+        _write_json(tmp / "manifest.json", manifest)
+    return manifest
+
+
+def _manifest(
+    out: Path,
+    model: TwoTower,
+    inputs: BundleInputs,
+    built: BuiltIndex,
+    files: dict[str, dict[str, Any]],
+    parity: dict[str, float],
+) -> dict[str, Any]:
+    dataset, features = inputs.dataset, inputs.item_features
+    dim = model.config.dim
+    history_length = model.config.history_length
+    now = datetime.now(UTC).replace(microsecond=0)
+    content = hashlib.sha256(
+        "".join(f"{k}:{v['sha256']}" for k, v in sorted(files.items())).encode()
+    ).hexdigest()
+    user_inputs: list[dict[str, Any]] = [
+        {"name": "user_idx", "dtype": "int64", "shape": ["batch"]},
+        {"name": "history", "dtype": "int64", "shape": ["batch", history_length]},
+    ]
+    user_features = None
+    if dataset.user_features is not None:
+        names = dataset.user_features.names
+        user_features = {"names": names, "cardinalities": dataset.user_features.cardinalities}
+        user_inputs.append(
+            {"name": "user_features", "dtype": "int64", "shape": ["batch", len(names)]}
+        )
+    return {
+        "format_version": FORMAT_VERSION,
+        "bundle_version": f"{dataset.name}-{now:%Y%m%dT%H%M%SZ}-{content[:8]}",
+        "created_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "dataset": dataset.name,
+        "embedding_dim": dim,
+        "metric": "inner_product",
+        "normalized": True,
+        "num_items": dataset.num_items,
+        "num_users": dataset.num_users,
+        "index": {
+            "file": "items.faiss",
+            "type": built.kind,
+            "params": built.params,
+            "ntotal": int(built.index.ntotal),
+            "recall_at_100": round(built.recall_at_100, 6),
+        },
+        "user_tower": {
+            "file": "user_tower.onnx",
+            "inputs": user_inputs,
+            "outputs": [{"name": "user_embedding", "dtype": "float32", "shape": ["batch", dim]}],
+            "history_length": history_length,
+            "padding_idx": dataset.num_items,
+            "user_vocab_size": dataset.num_users + 1,
+            "user_features": user_features,
+        },
+        "item_tower": {
+            "file": "item_tower.onnx",
+            "inputs": [
+                {"name": "item_idx", "dtype": "int64", "shape": ["batch"]},
+                {"name": "genres", "dtype": "float32", "shape": ["batch", len(features.genre_vocab)]},
+                {"name": "year", "dtype": "float32", "shape": ["batch"]},
+                {
+                    "name": "title_tokens",
+                    "dtype": "int64",
+                    "shape": ["batch", features.title_max_tokens],
+                },
+            ],
+            "outputs": [{"name": "item_embedding", "dtype": "float32", "shape": ["batch", dim]}],
+            "genre_vocab": features.genre_vocab,
+            "year_mean": features.year_mean,
+            "year_std": features.year_std,
+            "title_hash_buckets": features.title_hash_buckets,
+            "title_max_tokens": features.title_max_tokens,
+        },
+        "files": files,
+        "training_data": {
+            "fingerprint": dataset.fingerprint,
+            "num_interactions": len(dataset.interactions),
+        },
+        "training": {**inputs.training, "onnx_parity_max_abs_diff": parity},
+        "metrics": inputs.metrics,
+    }
+
+
+def verify_bundle(path: Path) -> dict[str, Any]:
+    """Check every file listed in the manifest (size and sha256); returns the manifest."""
+    path = Path(path)
+    manifest_path = path / "manifest.json"
+    try:
+        manifest: dict[str, Any] = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"{manifest_path}: unreadable manifest ({exc})") from exc
+    for name, entry in manifest["files"].items():
+        file = path / name
+        if not file.is_file():
+            raise ExportError(f"{file}: listed in the manifest but missing")
+        if file.stat().st_size != entry["bytes"] or _sha256(file) != entry["sha256"]:
+            raise ExportError(f"{file}: checksum mismatch")
+    return manifest

@@ -1,0 +1,147 @@
+"""One function per CLI verb: dataset in, measured model (and bundle) out.
+
+`build` is also what the service's test fixtures call on a tiny synthetic dataset, so it must
+stay quick with `TrainConfig.tiny()` and must never leave a partial bundle behind.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from models.baselines import run_baselines
+from models.export import BundleInputs, ExportError, write_bundle
+from models.index import IndexSpec
+from models.losses import MANIFEST_NAMES, LossName
+from models.split import chronological_split
+from models.train import TrainConfig, TrainResult, train
+from models.types import Dataset, Split
+
+METRIC_KEYS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
+Results = dict[str, dict[str, float]]
+
+
+@dataclass
+class BuildResult:
+    bundle: Path
+    manifest: dict[str, Any]
+    metrics: Results
+    curve: list[dict[str, float]]
+    seconds: dict[str, float]
+
+
+@dataclass
+class EvaluationResult:
+    dataset: str
+    metrics: Results
+    curves: dict[str, list[dict[str, float]]]
+    seconds: dict[str, float]
+    extra: dict[str, Any]
+
+
+def _four(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: float(metrics[k]) for k in METRIC_KEYS}
+
+
+def split_dataset(dataset: Dataset) -> Split:
+    if len(dataset.interactions) == 0:
+        raise ValueError(f"dataset {dataset.name!r} has no interactions")
+    return chronological_split(dataset.interactions, dataset.num_users, dataset.num_items)
+
+
+def _baselines(split: Split, *, seed: int, progress: bool) -> tuple[Results, float]:
+    started = time.perf_counter()
+    found = run_baselines(split, seed=seed, progress=progress)
+    return {name: _four(m) for name, m in found.items()}, time.perf_counter() - started
+
+
+def training_summary(config: TrainConfig, result: TrainResult) -> dict[str, Any]:
+    return {
+        "loss": MANIFEST_NAMES[config.loss],
+        "epochs": result.best_epoch,
+        "seed": config.seed,
+        "pooling": config.tower.pooling,
+        "config": asdict(config),
+        "valid_recall@20": result.valid_metrics.get("recall@20"),
+        "seconds": round(result.seconds, 2),
+    }
+
+
+def build(
+    dataset: Dataset,
+    out: Path,
+    *,
+    config: TrainConfig,
+    with_baselines: bool = True,
+    progress: bool = True,
+    index_spec: IndexSpec | None = None,
+) -> BuildResult:
+    """Split, train, evaluate (with baselines), export the bundle to `out`."""
+    out = Path(out)
+    if out.exists():
+        raise ExportError(f"{out}: output directory already exists (refusing to overwrite)")
+    started = time.perf_counter()
+    split = split_dataset(dataset)
+    result = train(dataset, split, config, progress=progress)
+    metrics: Results = {"two_tower": _four(result.test_metrics)}
+    seconds = {"train": result.seconds}
+    if with_baselines:
+        baselines, seconds["baselines"] = _baselines(split, seed=config.seed, progress=progress)
+        metrics.update(baselines)
+    exported = time.perf_counter()
+    trainer_users = _user_embeddings(dataset, split, config, result)
+    manifest = write_bundle(
+        out,
+        result.model,
+        BundleInputs(
+            dataset=dataset,
+            train_full=split.train_full,
+            item_features=result.item_features,
+            training=training_summary(config, result),
+            metrics=metrics,
+            user_queries=trainer_users,
+        ),
+        index_spec=index_spec,
+    )
+    seconds["export"] = time.perf_counter() - exported
+    seconds["total"] = time.perf_counter() - started
+    return BuildResult(out, manifest, metrics, result.curve, seconds)
+
+
+def _user_embeddings(
+    dataset: Dataset, split: Split, config: TrainConfig, result: TrainResult
+) -> Any:
+    from models.train import Trainer  # noqa: PLC0415 - same package, avoids a wide import
+
+    trainer = Trainer(dataset, split, config, progress=False)
+    return trainer.embed_users(result.model, split.train_full).numpy()
+
+
+def evaluate(
+    dataset: Dataset,
+    *,
+    config: TrainConfig,
+    losses: tuple[LossName, ...] = ("logq",),
+    with_baselines: bool = True,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Test metrics of the two-tower model (one run per loss) next to the baselines."""
+    split = split_dataset(dataset)
+    metrics: Results = {}
+    curves: dict[str, list[dict[str, float]]] = {}
+    seconds: dict[str, float] = {}
+    extra: dict[str, Any] = {"split": split.extra}
+    for loss in losses:
+        name = "two_tower" if loss == losses[0] else f"two_tower_{loss}"
+        result = train(dataset, split, replace(config, loss=loss), progress=progress)
+        metrics[name] = _four(result.test_metrics)
+        curves[name] = result.curve
+        seconds[name] = round(result.seconds, 2)
+        extra[name] = training_summary(replace(config, loss=loss), result)
+    if with_baselines:
+        baselines, took = _baselines(split, seed=config.seed, progress=progress)
+        metrics.update(baselines)
+        seconds["baselines"] = round(took, 2)
+    return EvaluationResult(dataset.name, metrics, curves, seconds, extra)

@@ -1,0 +1,7 @@
+"""HTTP routes, one module per resource; `ROUTERS` is what the app mounts."""
+
+from __future__ import annotations
+
+from service.api import events, health, items, recommend
+
+ROUTERS = (recommend.router, items.router, events.router, health.router)

@@ -1,0 +1,33 @@
+"""`POST /v1/events`: one event or a list; 202 only once the store has them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Request, Response, status
+
+from service.api.deps import RecommenderDep
+from service.api.schemas import ErrorResponse, EventsAccepted, EventsBody
+from service.arms import ArmTable
+
+router = APIRouter(prefix="/v1", tags=["events"])
+
+
+@router.post(
+    "/events",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=EventsAccepted,
+    responses={503: {"model": ErrorResponse, "description": "Store unavailable: retry."}},
+)
+async def ingest_events(
+    request: Request, service: RecommenderDep, body: Annotated[EventsBody, Body()]
+) -> Response:
+    events = [e.to_domain() for e in (body if isinstance(body, list) else [body])]
+    table: ArmTable = request.app.state.arms
+    router = table.current
+    await service.ingest(events, router.default.bundle.catalog if router else None)
+    return Response(
+        b'{"accepted":%d}' % len(events),
+        status_code=status.HTTP_202_ACCEPTED,
+        media_type="application/json",
+    )

@@ -1,0 +1,64 @@
+"""`POST /v1/retrieve` and `GET /v1/items/{item_id}/similar`: nearest items, no user state."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Path, Query, Request, Response
+
+from service.api.deps import RecommenderDep, RouterDep, tag_arm
+from service.api.schemas import MAX_K, ErrorResponse, Id, RetrieveRequest, RetrieveResponse
+
+router = APIRouter(prefix="/v1", tags=["retrieve"])
+
+
+def _json(content: object) -> Response:
+    return Response(orjson.dumps(content), media_type="application/json")
+
+
+@router.post(
+    "/retrieve",
+    response_model=RetrieveResponse,
+    responses={404: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+)
+async def retrieve(
+    body: RetrieveRequest, request: Request, arms: RouterDep, service: RecommenderDep
+) -> Response:
+    arm = arms.default
+    tag_arm(request, arm.name)
+    request_id = uuid.uuid4().hex
+    if body.item_id is not None:
+        result = service.similar(
+            arm, item_id=body.item_id, k=body.k, request_id=request_id,
+            item_filter=body.item_filter,
+        )  # fmt: skip
+    elif body.embedding is not None:
+        result = service.retrieve_by_embedding(
+            arm, embedding=body.embedding, k=body.k, request_id=request_id,
+            item_filter=body.item_filter,
+        )  # fmt: skip
+    else:
+        result = service.retrieve_by_history(
+            arm, history=body.history or [], k=body.k, request_id=request_id,
+            item_filter=body.item_filter,
+        )  # fmt: skip
+    return _json(result)
+
+
+@router.get(
+    "/items/{item_id}/similar",
+    response_model=RetrieveResponse,
+    responses={404: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+)
+async def similar(
+    item_id: Annotated[Id, Path()],
+    request: Request,
+    arms: RouterDep,
+    service: RecommenderDep,
+    k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+) -> Response:
+    arm = arms.default
+    tag_arm(request, arm.name)
+    return _json(service.similar(arm, item_id=item_id, k=k, request_id=uuid.uuid4().hex))

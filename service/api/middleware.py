@@ -1,0 +1,89 @@
+"""One pure-ASGI middleware: body-size limit, in-flight gauge, request count and latency.
+
+Pure ASGI (not BaseHTTPMiddleware) because it runs on every request: no extra task, no body
+copy. Labels use the route template (`/v1/items/{item_id}/similar`), never the raw path, and
+the arm the route chose (`scope["duet.arm"]`), so label cardinality stays bounded.
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import metrics
+
+
+def _too_large_body(limit: int) -> bytes:
+    message = f"request body larger than {limit} bytes"
+    error = {"code": "payload_too_large", "message": message, "field": "body"}
+    return orjson.dumps({"error": error})
+
+
+class ServingMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.limit = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        metrics.INFLIGHT.inc()
+        try:
+            declared = _content_length(scope)
+            if declared is not None and declared > self.limit:
+                status = 413
+                await _send_json(send, 413, _too_large_body(self.limit))
+                return
+
+            async def send_status(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            app_receive = receive if declared is not None else self._counting(receive)
+            await self.app(scope, app_receive, send_status)
+        finally:
+            metrics.INFLIGHT.dec()
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            arm = scope.get("duet.arm", "none")
+            metrics.HTTP_REQUESTS.labels(path, scope["method"], str(status), arm).inc()
+            metrics.HTTP_DURATION.labels(path, arm).observe(time.perf_counter() - started)
+
+    def _counting(self, receive: Receive) -> Receive:
+        """Enforce the limit on bodies without a Content-Length (chunked)."""
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise HTTPException(413, f"request body larger than {self.limit} bytes")
+            return message
+
+        return counted
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _send_json(send: Send, status: int, body: bytes) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

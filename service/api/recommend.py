@@ -1,0 +1,50 @@
+"""`POST /v1/recommend` and `/v1/recommend/batch`: thin wrappers over the recommender."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import orjson
+from fastapi import APIRouter, Request, Response
+
+from service.api.deps import RecommenderDep, RouterDep, tag_arm
+from service.api.schemas import (
+    BatchRequest,
+    BatchResponse,
+    ErrorResponse,
+    RecommendRequest,
+    RecommendResponse,
+)
+
+router = APIRouter(prefix="/v1", tags=["recommend"])
+_ERRORS: dict[int | str, dict[str, object]] = {503: {"model": ErrorResponse}}
+
+
+def _json(content: object) -> Response:
+    return Response(orjson.dumps(content), media_type="application/json")
+
+
+@router.post("/recommend", response_model=RecommendResponse, responses=_ERRORS)
+async def recommend(
+    body: RecommendRequest, request: Request, arms: RouterDep, service: RecommenderDep
+) -> Response:
+    arm = arms.choose(body.user_id)
+    tag_arm(request, arm.name)
+    result = await service.recommend(arm, body.to_query(), uuid.uuid4().hex)
+    return _json(result)
+
+
+@router.post("/recommend/batch", response_model=BatchResponse, responses=_ERRORS)
+async def recommend_batch(
+    body: BatchRequest, request: Request, arms: RouterDep, service: RecommenderDep
+) -> Response:
+    chosen = [arms.choose(r.user_id) for r in body.requests]
+    tag_arm(request, chosen[0].name if len({a.name for a in chosen}) == 1 else "mixed")
+    results = await asyncio.gather(
+        *(
+            service.recommend(arm, r.to_query(), uuid.uuid4().hex)
+            for arm, r in zip(chosen, body.requests, strict=True)
+        )
+    )
+    return _json({"responses": results})

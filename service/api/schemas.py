@@ -1,0 +1,163 @@
+"""Request and response bodies of the public API (the OpenAPI schema is generated from these).
+
+Every field is bounded and unknown fields are refused, so bad input is a 422 that names the
+field. Responses are declared for the schema but serialised straight from the recommender's
+dataclasses with orjson: the path never re-validates what it just built.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from service.filters import ItemFilter
+from service.recommender import Event, RecommendQuery
+
+MAX_K = 500
+MAX_IDS = 1_000
+MAX_BATCH = 100
+MAX_EVENTS = 1_000
+MAX_EMBEDDING_DIM = 4_096
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Genre = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+K = Annotated[int, Field(ge=1, le=MAX_K, description="How many items to return.")]
+Year = Annotated[int, Field(ge=0, le=3_000)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+EventType = Literal["view", "click", "rating", "purchase", "add_to_cart", "like", "play"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Filters(_Strict):
+    genres_any: list[Genre] | None = Field(default=None, max_length=64)
+    genres_none: list[Genre] | None = Field(default=None, max_length=64)
+    year_min: Year | None = None
+    year_max: Year | None = None
+
+    @model_validator(mode="after")
+    def _ordered_years(self) -> Self:
+        low, high = self.year_min, self.year_max
+        if low is not None and high is not None and low > high:
+            raise ValueError("filters.year_min is greater than filters.year_max")
+        return self
+
+    def to_domain(self) -> ItemFilter:
+        return ItemFilter(
+            genres_any=frozenset(self.genres_any or ()),
+            genres_none=frozenset(self.genres_none or ()),
+            year_min=self.year_min,
+            year_max=self.year_max,
+        )
+
+
+def _filter(filters: Filters | None) -> ItemFilter | None:
+    return filters.to_domain() if filters is not None else None
+
+
+class RecommendRequest(_Strict):
+    user_id: Id
+    k: K = 10
+    exclude_item_ids: list[Id] = Field(default_factory=list, max_length=MAX_IDS)
+    filters: Filters | None = None
+    history: list[Id] | None = Field(
+        default=None, max_length=MAX_IDS, description="Item ids, oldest first, for session users."
+    )
+
+    def to_query(self) -> RecommendQuery:
+        return RecommendQuery(
+            user_id=self.user_id,
+            k=self.k,
+            exclude_item_ids=tuple(self.exclude_item_ids),
+            item_filter=_filter(self.filters),
+            history=tuple(self.history) if self.history else None,
+        )
+
+
+class BatchRequest(_Strict):
+    requests: list[RecommendRequest] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class RetrieveRequest(_Strict):
+    """Exactly one of `item_id`, `embedding` or `history` is the query."""
+
+    item_id: Id | None = None
+    embedding: list[FiniteFloat] | None = Field(
+        default=None, min_length=1, max_length=MAX_EMBEDDING_DIM
+    )
+    history: list[Id] | None = Field(default=None, min_length=1, max_length=MAX_IDS)
+    k: K = 10
+    filters: Filters | None = None
+
+    @model_validator(mode="after")
+    def _one_query(self) -> Self:
+        given = [n for n in ("item_id", "embedding", "history") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of item_id, embedding, history")
+        return self
+
+    @property
+    def item_filter(self) -> ItemFilter | None:
+        return _filter(self.filters)
+
+
+class EventIn(_Strict):
+    user_id: Id
+    item_id: Id
+    type: EventType
+    timestamp: Annotated[float, Field(ge=0, le=1e11, allow_inf_nan=False)] | None = Field(
+        default=None, description="Unix seconds; default: arrival time."
+    )
+    request_id: Annotated[str, StringConstraints(max_length=64)] | None = None
+    value: FiniteFloat | None = Field(default=None, description="E.g. the rating given.")
+
+    def to_domain(self) -> Event:
+        return Event(self.user_id, self.item_id, self.type, self.timestamp, self.request_id)
+
+
+EventsBody = EventIn | Annotated[list[EventIn], Field(min_length=1, max_length=MAX_EVENTS)]
+
+
+class ItemOut(BaseModel):
+    item_id: str
+    score: float
+    title: str
+    genres: list[str]
+
+
+class RecommendResponse(BaseModel):
+    request_id: str
+    user_id: str
+    model_version: str
+    arm: str
+    items: list[ItemOut]
+    fallback: str | None = Field(description="null, or why the answer is not personalised.")
+
+
+class BatchResponse(BaseModel):
+    responses: list[RecommendResponse]
+
+
+class RetrieveResponse(BaseModel):
+    request_id: str
+    model_version: str
+    arm: str
+    items: list[ItemOut]
+    fallback: str | None
+
+
+class EventsAccepted(BaseModel):
+    accepted: int
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

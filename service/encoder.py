@@ -1,0 +1,97 @@
+"""The ONNX user tower: one single-threaded session per bundle, signature checked at load.
+
+Sessions are built from the bytes whose sha256 was verified (never re-read from disk), with one
+intra-op thread: a request encodes one user, and parallelism comes from workers, not threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from service.errors import BundleError
+from service.onnx_guard import reject_external_data
+
+Vector = npt.NDArray[np.float32]
+_ORT_DTYPES = {"int64": "tensor(int64)", "float32": "tensor(float)"}
+
+
+def open_session(model: bytes) -> ort.InferenceSession:
+    reject_external_data(model)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise BundleError(f"ONNX Runtime cannot load the model: {exc}") from exc
+
+
+def check_signature(session: ort.InferenceSession, spec: Mapping[str, Any], what: str) -> None:
+    """Names, dtypes and ranks of the session's inputs and outputs must match the manifest."""
+    for kind, actual in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
+        declared = spec.get(kind)
+        if not isinstance(declared, list):
+            raise BundleError(f"manifest {what}.{kind} missing")
+        got = {arg.name: arg for arg in actual}
+        if sorted(got) != sorted(str(d.get("name")) for d in declared):
+            raise BundleError(f"{what} {kind} {sorted(got)} differ from the manifest's")
+        for d in declared:
+            arg = got[str(d["name"])]
+            if arg.type != _ORT_DTYPES.get(str(d.get("dtype"))):
+                raise BundleError(f"{what} {d['name']}: dtype {arg.type}, manifest {d['dtype']}")
+            if len(arg.shape) != len(d.get("shape", [])):
+                raise BundleError(f"{what} {d['name']}: rank {len(arg.shape)} differs")
+            for got_dim, want_dim in zip(arg.shape, d["shape"], strict=True):
+                if isinstance(got_dim, int) and isinstance(want_dim, int) and got_dim != want_dim:
+                    raise BundleError(f"{what} {d['name']}: shape {arg.shape} vs {d['shape']}")
+
+
+class UserEncoder:
+    """(user_idx, history rows) -> L2-normalised user embedding."""
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        *,
+        history_length: int,
+        padding_idx: int,
+        dim: int,
+        output: str,
+        user_features: npt.NDArray[np.int64] | None = None,
+    ) -> None:
+        self._session = session
+        self.history_length = history_length
+        self._padding = padding_idx
+        self.dim = dim
+        self._outputs = [output]
+        self._user_features = user_features
+
+    def encode_many(
+        self, user_idx: Sequence[int], histories: Sequence[Sequence[int]]
+    ) -> npt.NDArray[np.float32]:
+        batch = len(user_idx)
+        length = self.history_length
+        history = np.full((batch, length), self._padding, dtype=np.int64)
+        for row, rows in enumerate(histories):
+            recent = rows[-length:]
+            if recent:
+                history[row, length - len(recent) :] = recent
+        users = np.asarray(user_idx, dtype=np.int64)
+        feeds: dict[str, npt.NDArray[np.int64]] = {"user_idx": users, "history": history}
+        if self._user_features is not None:
+            feeds["user_features"] = self._user_features[users]
+        (out,) = self._session.run(self._outputs, feeds)
+        result: npt.NDArray[np.float32] = np.ascontiguousarray(out, dtype=np.float32)
+        return result
+
+    def encode(self, user_idx: int, history: Sequence[int]) -> Vector:
+        vector: Vector = self.encode_many([user_idx], [history])[0]
+        return vector

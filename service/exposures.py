@@ -1,0 +1,468 @@
+"""Exposure records, click attribution and per-arm counters for the experiment report.
+
+Every recommend response is an exposure: a record goes to a bounded Redis Stream (for offline
+analysis) and a short-lived request record remembers which arm showed which items to whom. A
+click is attributed through its `request_id`, else through the user's last exposure within the
+attribution window, and counts only if the clicked item was in that exposure. The counters live
+in Redis, updated atomically by a Lua script, so the report is right across workers; a second,
+in-process implementation serves the embedded mode and passes the same tests.
+
+Redis keys (`{p}` is the prefix, "duet:" by default):
+    {p}exposures                       stream of exposure records, XADD MAXLEN ~ bounded
+    {p}xp:req:{request_id}             hash: experiment, arm, user, i:{item}=position,
+                                       c:{item}=1 once clicked, clicked=1; TTL = window
+    {p}xp:last:{user}                  request_id of the user's last exposure; TTL = window
+    {p}xp:{experiment}:counts          hash: {arm}:exposures, {arm}:clicks, {arm}:clicked_exposures
+    {p}xp:{experiment}:users:{arm}     set of assigned users (exact: a HyperLogLog's 0.8% error
+                                       would trip the sample-ratio check at scale)
+The attribution script reads a key named by a value (the last request id), so it needs a single
+Redis, not a cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import orjson
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
+
+from service import metrics
+from service.arms import ArmRouter
+from service.errors import StoreUnavailableError
+from service.experiments import ExperimentRouter
+from service.recommender import Event, Recommendation
+from service.settings import Settings
+from service.stats import ArmCounts, ExperimentReport, build_report
+from service.store.breaker import CircuitBreaker
+
+log = logging.getLogger(__name__)
+DEFAULT_WINDOW_SECONDS = 1_800.0
+DEFAULT_STREAM_MAXLEN = 100_000
+_FAILURES = (RedisError, OSError, TimeoutError)
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class Exposure:
+    """One recommend response; `items[i]` was shown at position `i + 1`."""
+
+    request_id: str
+    user_id: str
+    experiment: str
+    arm: str
+    bundle_version: str
+    items: tuple[str, ...]
+    timestamp: float
+
+    def record(self) -> dict[str, Any]:
+        """The exposure record as written to the stream (and returned by `recent`)."""
+        return {
+            "request_id": self.request_id,
+            "user_id": self.user_id,
+            "experiment": self.experiment,
+            "arm": self.arm,
+            "bundle_version": self.bundle_version,
+            "items": [
+                {"item_id": item, "position": position}
+                for position, item in enumerate(self.items, start=1)
+            ],
+            "timestamp": self.timestamp,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Click:
+    """A positive event to attribute; `request_id` when the client echoed it back."""
+
+    user_id: str
+    item_id: str
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    experiment: str
+    arm: str
+    request_id: str
+    position: int
+    counted: bool
+    """False when this item of this exposure was already clicked (not counted twice)."""
+
+
+class ExposureLog(ABC):
+    @abstractmethod
+    async def record(self, exposures: Sequence[Exposure]) -> None:
+        """Log exposures, count them and their users by arm, open their attribution windows."""
+
+    @abstractmethod
+    async def attribute(self, clicks: Sequence[Click]) -> list[Attribution | None]:
+        """Attribute each click to an exposure (None when none matches) and count it."""
+
+    @abstractmethod
+    async def counts(self, experiment: str, arms: Iterable[str]) -> dict[str, ArmCounts]: ...
+
+    @abstractmethod
+    async def recent(self, count: int) -> list[dict[str, Any]]:
+        """The last `count` exposure records, newest first."""
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass
+class _Request:
+    experiment: str
+    arm: str
+    user_id: str
+    expires: float
+    positions: dict[str, int]
+    clicked_items: set[str] = field(default_factory=set)
+
+
+class MemoryExposureLog(ExposureLog):
+    """Embedded mode: one process, bounded dictionaries, the same semantics as Redis."""
+
+    def __init__(
+        self,
+        *,
+        window_seconds: float = DEFAULT_WINDOW_SECONDS,
+        stream_maxlen: int = DEFAULT_STREAM_MAXLEN,
+        max_requests: int = 1_000_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._window = window_seconds
+        self._max_requests = max_requests
+        self._clock = clock
+        self._stream: deque[dict[str, Any]] = deque(maxlen=stream_maxlen)
+        self._requests: OrderedDict[str, _Request] = OrderedDict()
+        self._last: OrderedDict[str, str] = OrderedDict()
+        self._counts: dict[tuple[str, str], list[int]] = {}
+        self._users: dict[tuple[str, str], set[str]] = {}
+
+    def _tally(self, experiment: str, arm: str) -> list[int]:
+        return self._counts.setdefault((experiment, arm), [0, 0, 0])
+
+    async def record(self, exposures: Sequence[Exposure]) -> None:
+        for exposure in exposures:
+            self._record(exposure)
+
+    def _record(self, exposure: Exposure) -> None:
+        self._stream.append(exposure.record())
+        key = (exposure.experiment, exposure.arm)
+        self._tally(*key)[0] += 1
+        self._users.setdefault(key, set()).add(exposure.user_id)
+        positions: dict[str, int] = {}
+        for position, item in enumerate(exposure.items, start=1):
+            positions.setdefault(item, position)
+        self._requests[exposure.request_id] = _Request(
+            experiment=exposure.experiment,
+            arm=exposure.arm,
+            user_id=exposure.user_id,
+            expires=self._clock() + self._window,
+            positions=positions,
+        )
+        self._requests.move_to_end(exposure.request_id)
+        self._last[exposure.user_id] = exposure.request_id
+        self._last.move_to_end(exposure.user_id)
+        while len(self._requests) > self._max_requests:
+            self._requests.popitem(last=False)
+        while len(self._last) > self._max_requests:
+            self._last.popitem(last=False)
+
+    def _attribute_one(self, click: Click) -> Attribution | None:
+        request_id = click.request_id or self._last.get(click.user_id)
+        if request_id is None:
+            return None
+        request = self._requests.get(request_id)
+        if request is None:
+            return None
+        if request.expires <= self._clock():
+            del self._requests[request_id]
+            return None
+        position = request.positions.get(click.item_id)
+        if request.user_id != click.user_id or position is None:
+            return None
+        counted = click.item_id not in request.clicked_items
+        if counted:
+            tally = self._tally(request.experiment, request.arm)
+            tally[1] += 1
+            if not request.clicked_items:
+                tally[2] += 1
+            request.clicked_items.add(click.item_id)
+        return Attribution(request.experiment, request.arm, request_id, position, counted)
+
+    async def attribute(self, clicks: Sequence[Click]) -> list[Attribution | None]:
+        return [self._attribute_one(click) for click in clicks]
+
+    async def counts(self, experiment: str, arms: Iterable[str]) -> dict[str, ArmCounts]:
+        result = {}
+        for arm in arms:
+            exposures, clicks, clicked = self._counts.get((experiment, arm), [0, 0, 0])
+            users = len(self._users.get((experiment, arm), ()))
+            result[arm] = ArmCounts(users, exposures, clicks, clicked)
+        return result
+
+    async def recent(self, count: int) -> list[dict[str, Any]]:
+        return [self._stream[-index] for index in range(1, min(count, len(self._stream)) + 1)]
+
+
+# Arguments: prefix, then (user, item, request_id or "") per click; returns one entry per click:
+# {experiment, arm, request_id, position, counted} or false.
+_ATTRIBUTE_LUA = """
+local prefix = ARGV[1]
+local results = {}
+for n = 2, #ARGV, 3 do
+  local user, item, request_id = ARGV[n], ARGV[n + 1], ARGV[n + 2]
+  local result = false
+  if request_id == '' then
+    request_id = redis.call('GET', prefix .. 'xp:last:' .. user)
+  end
+  if request_id then
+    local key = prefix .. 'xp:req:' .. request_id
+    local f = redis.call('HMGET', key, 'experiment', 'arm', 'user', 'i:' .. item)
+    if f[1] and f[3] == user and f[4] then
+      local counted = redis.call('HSETNX', key, 'c:' .. item, 1)
+      if counted == 1 then
+        local counts = prefix .. 'xp:' .. f[1] .. ':counts'
+        redis.call('HINCRBY', counts, f[2] .. ':clicks', 1)
+        if redis.call('HSETNX', key, 'clicked', 1) == 1 then
+          redis.call('HINCRBY', counts, f[2] .. ':clicked_exposures', 1)
+        end
+      end
+      result = {f[1], f[2], request_id, f[4], counted}
+    end
+  end
+  results[#results + 1] = result
+end
+return results
+"""
+
+
+class RedisExposureLog(ExposureLog):
+    """Shared by every worker: one pipelined round trip per exposure, one script per batch."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        timeout_seconds: float,
+        breaker: CircuitBreaker,
+        window_seconds: float = DEFAULT_WINDOW_SECONDS,
+        stream_maxlen: int = DEFAULT_STREAM_MAXLEN,
+        prefix: str = "duet:",
+        owns_client: bool = False,
+    ) -> None:
+        self._redis = client
+        self._owns_client = owns_client
+        self._timeout = timeout_seconds
+        self._breaker = breaker
+        self._window_ms = max(1, round(window_seconds * 1000))
+        self._maxlen = stream_maxlen
+        self._prefix = prefix
+        self._attribute = client.register_script(_ATTRIBUTE_LUA)
+
+    async def _call(self, operation: Callable[[], Awaitable[_T]], what: str) -> _T:
+        if not self._breaker.allow():
+            raise StoreUnavailableError(f"Redis circuit breaker open; {what} refused")
+        try:
+            async with asyncio.timeout(self._timeout):
+                result = await operation()
+        except _FAILURES as exc:
+            self._breaker.failure()
+            reason = type(exc).__name__
+            raise StoreUnavailableError(f"Redis unavailable during {what}: {reason}") from exc
+        self._breaker.success()
+        return result
+
+    async def record(self, exposures: Sequence[Exposure]) -> None:
+        if not exposures:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for exposure in exposures:
+            self._queue(pipe, exposure)
+        await self._call(pipe.execute, "exposure write")
+
+    def _queue(self, pipe: Pipeline, exposure: Exposure) -> None:
+        p = self._prefix
+        request_key = f"{p}xp:req:{exposure.request_id}"
+        mapping: dict[FieldT, EncodableT] = {
+            "experiment": exposure.experiment,
+            "arm": exposure.arm,
+            "user": exposure.user_id,
+        }
+        for position, item in reversed(list(enumerate(exposure.items, start=1))):
+            mapping[f"i:{item}"] = position
+        pipe.xadd(
+            f"{p}exposures",
+            {"record": orjson.dumps(exposure.record())},
+            maxlen=self._maxlen,
+            approximate=True,
+        )
+        pipe.hset(request_key, mapping=mapping)
+        pipe.pexpire(request_key, self._window_ms)
+        pipe.set(f"{p}xp:last:{exposure.user_id}", exposure.request_id, px=self._window_ms)
+        pipe.hincrby(f"{p}xp:{exposure.experiment}:counts", f"{exposure.arm}:exposures", 1)
+        pipe.sadd(f"{p}xp:{exposure.experiment}:users:{exposure.arm}", exposure.user_id)
+
+    async def attribute(self, clicks: Sequence[Click]) -> list[Attribution | None]:
+        if not clicks:
+            return []
+        args: list[str] = [self._prefix]
+        for click in clicks:
+            args += [click.user_id, click.item_id, click.request_id or ""]
+
+        async def run() -> list[Any]:
+            result: list[Any] = await self._attribute(keys=[], args=args)
+            return result
+
+        raw = await self._call(run, "click attribution")
+        return [
+            Attribution(
+                experiment=entry[0].decode(),
+                arm=entry[1].decode(),
+                request_id=entry[2].decode(),
+                position=int(entry[3]),
+                counted=int(entry[4]) == 1,
+            )
+            if entry
+            else None
+            for entry in raw
+        ]
+
+    async def counts(self, experiment: str, arms: Iterable[str]) -> dict[str, ArmCounts]:
+        names = list(arms)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(f"{self._prefix}xp:{experiment}:counts")
+        for arm in names:
+            pipe.scard(f"{self._prefix}xp:{experiment}:users:{arm}")
+        raw_counts, *users = await self._call(pipe.execute, "report counts")
+        tally = {key.decode(): int(value) for key, value in raw_counts.items()}
+        return {
+            arm: ArmCounts(
+                users=int(arm_users),
+                exposures=tally.get(f"{arm}:exposures", 0),
+                clicks=tally.get(f"{arm}:clicks", 0),
+                clicked_exposures=tally.get(f"{arm}:clicked_exposures", 0),
+            )
+            for arm, arm_users in zip(names, users, strict=True)
+        }
+
+    async def recent(self, count: int) -> list[dict[str, Any]]:
+        async def read() -> list[Any]:
+            entries = await self._redis.xrevrange(f"{self._prefix}exposures", count=count)
+            return list(entries or [])
+
+        entries = await self._call(read, "exposure read")
+        return [orjson.loads(fields[b"record"]) for _, fields in entries]
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self._redis.aclose()
+
+
+def open_exposure_log(settings: Settings) -> ExposureLog:
+    """Redis when `DUET_REDIS_URL` is set (shared by workers), else in-process."""
+    window = settings.attribution_window_seconds
+    if settings.redis_url is None:
+        return MemoryExposureLog(
+            window_seconds=window, stream_maxlen=settings.exposure_stream_maxlen
+        )
+    timeout = settings.redis_timeout_ms / 1000
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=timeout,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+    )
+    breaker = CircuitBreaker(
+        failures=settings.breaker_failures, cooldown_seconds=settings.breaker_cooldown_seconds
+    )
+    return RedisExposureLog(
+        aioredis.Redis(connection_pool=pool),
+        timeout_seconds=timeout,
+        breaker=breaker,
+        window_seconds=window,
+        stream_maxlen=settings.exposure_stream_maxlen,
+        owns_client=True,
+    )
+
+
+def experiment_of(router: ArmRouter) -> str:
+    return router.config.name if isinstance(router, ExperimentRouter) else router.default.name
+
+
+class ExperimentTracker:
+    """The request path's side of experiments: exposures out, clicks in, metrics by arm.
+
+    Tracking never fails a request: the answer is already computed (recommend) or stored
+    (events) when it runs, so a store outage is counted and logged, not raised.
+    """
+
+    def __init__(self, exposures: ExposureLog) -> None:
+        self.exposures = exposures
+
+    async def exposed(self, router: ArmRouter, answers: Sequence[Recommendation]) -> None:
+        experiment = experiment_of(router)
+        now = time.time()
+        exposures = [
+            Exposure(
+                request_id=answer.request_id,
+                user_id=answer.user_id,
+                experiment=experiment,
+                arm=answer.arm,
+                bundle_version=answer.model_version,
+                items=tuple(item.item_id for item in answer.items),
+                timestamp=now,
+            )
+            for answer in answers
+        ]
+        for exposure in exposures:
+            metrics.EXPERIMENT_ASSIGNMENTS.labels(experiment, exposure.arm).inc()
+        try:
+            await self.exposures.record(exposures)
+        except StoreUnavailableError as error:
+            metrics.EXPERIMENT_TRACKING_ERRORS.labels("exposure").inc(len(exposures))
+            log.warning("exposures not recorded: %s", error.message)
+            return
+        for exposure in exposures:
+            metrics.EXPERIMENT_EXPOSURES.labels(experiment, exposure.arm).inc()
+
+    async def clicked(self, events: Sequence[Event]) -> list[Attribution | None]:
+        clicks = [Click(event.user_id, event.item_id, event.request_id) for event in events]
+        try:
+            attributions = await self.exposures.attribute(clicks)
+        except StoreUnavailableError as error:
+            metrics.EXPERIMENT_TRACKING_ERRORS.labels("click").inc(len(clicks))
+            log.warning("clicks not attributed: %s", error.message)
+            return [None] * len(clicks)
+        for found in attributions:
+            if found is not None and found.counted:
+                metrics.EXPERIMENT_CLICKS.labels(found.experiment, found.arm).inc()
+        return attributions
+
+    async def report(self, router: ArmRouter) -> ExperimentReport:
+        """The current experiment's report; its counts come from the (shared) log."""
+        if isinstance(router, ExperimentRouter):
+            config = router.config
+            weights = {arm.name: arm.weight for arm in config.arms}
+            name, control = config.name, config.control
+        else:
+            name = control = router.default.name
+            weights = {name: 1.0}
+        counts = await self.exposures.counts(name, weights)
+        return build_report(experiment=name, weights=weights, control=control, counts=counts)

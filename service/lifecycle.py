@@ -1,0 +1,247 @@
+"""Bundle lifecycle: load every arm's bundle, verify, warm up, then swap the arms in one step.
+
+Loading runs in worker threads so the event loop keeps serving the current arms meanwhile. Arms
+naming the same bundle directory share one loaded `Bundle`. Nothing is swapped until every arm
+has verified and answered a warm-up query; any failure leaves the serving arms untouched. One
+reload at a time per process: a second one is refused (409) rather than queued, so an operator
+never wonders which of two reloads won. SIGHUP runs the same reload as the admin endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from service.arms import Arm, ArmTable
+from service.bundle import Bundle, load_bundle
+from service.errors import BundleError, RequestError
+from service.experiments import (
+    ArmConfig,
+    ExperimentConfig,
+    ExperimentConfigError,
+    ExperimentRouter,
+    UnknownArmError,
+    load_experiment,
+)
+from service.retriever import SearchSettings
+
+log = logging.getLogger(__name__)
+_WARM_UP_K = 10
+
+
+class ReloadInProgressError(RequestError):
+    status_code = 409
+    code = "reload_in_progress"
+
+
+class ReloadRejectedError(RequestError):
+    """The new config or a bundle failed; the arms that were serving still are."""
+
+    status_code = 422
+    code = "reload_rejected"
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    router: ExperimentRouter
+    loaded: tuple[str, ...]
+    """Bundle directories read from disk by this reload (shared or kept ones excluded)."""
+    seconds: float
+
+
+def search_settings(arm: ArmConfig, default_overfetch: float) -> SearchSettings:
+    params = arm.params
+    return SearchSettings(
+        overfetch=params.overfetch if params.overfetch is not None else default_overfetch,
+        ef_search=params.ef_search,
+        nprobe=params.nprobe,
+    )
+
+
+def warm_up(arm: Arm) -> None:
+    """Run the arm's request path once (user tower, then its search) and check the output."""
+    bundle = arm.bundle
+    known_user = 1 if bundle.catalog.users else 0
+    history = bundle.catalog.popularity_rows[:5].tolist()
+    vectors = bundle.encoder.encode_many([0, known_user], [[], history])
+    if vectors.shape != (2, bundle.encoder.dim) or not np.isfinite(vectors).all():
+        raise BundleError(
+            f"warm-up: user tower returned shape {vectors.shape} or non-finite values"
+        )
+    empty = np.empty(0, dtype=np.int64)
+    rows, scores = bundle.retriever.search(
+        vectors[1], min(_WARM_UP_K, bundle.retriever.size), excluded=empty, settings=arm.search
+    )
+    if len(rows) == 0 or not np.isfinite(scores).all():
+        raise BundleError("warm-up: the index returned no items or non-finite scores")
+
+
+def _load(path: Path) -> Bundle:
+    try:
+        return load_bundle(path)
+    except BundleError as error:
+        raise BundleError(f"bundle {path}: {error.message}") from error
+
+
+async def build_router(
+    config: ExperimentConfig,
+    *,
+    default_overfetch: float,
+    keep: Mapping[Path, Bundle] | None = None,
+) -> tuple[ExperimentRouter, tuple[str, ...]]:
+    """Load (or `keep`) each distinct bundle once, build and warm up every arm."""
+    bundles = dict(keep or {})
+    loaded = []
+    for arm_config in config.arms:
+        if arm_config.bundle not in bundles:
+            bundles[arm_config.bundle] = await asyncio.to_thread(_load, arm_config.bundle)
+            loaded.append(str(arm_config.bundle))
+    arms = {
+        arm.name: Arm(
+            name=arm.name,
+            bundle=bundles[arm.bundle],
+            search=search_settings(arm, default_overfetch),
+        )
+        for arm in config.arms
+    }
+    for arm in arms.values():
+        try:
+            await asyncio.to_thread(warm_up, arm)
+        except BundleError as error:
+            raise BundleError(f"arm {arm.name!r}: {error.message}") from error
+    return ExperimentRouter(config, arms), tuple(loaded)
+
+
+class Reloader:
+    """Builds the arms at startup and on reload, and swaps them into the `ArmTable`."""
+
+    def __init__(
+        self,
+        table: ArmTable,
+        *,
+        experiments: Path | None,
+        bundle: Path | None,
+        default_overfetch: float,
+        on_swap: Callable[[ExperimentRouter], None] | None = None,
+    ) -> None:
+        if experiments is None and bundle is None:
+            raise ValueError("need an experiment config or a bundle")
+        self._table = table
+        self._experiments = experiments
+        self._bundle = bundle
+        self._overfetch = default_overfetch
+        self._on_swap = on_swap
+        self._lock = asyncio.Lock()
+        self.last_outcome: ReloadOutcome | None = None
+        self.last_error: str | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
+    def read_config(self) -> ExperimentConfig:
+        if self._experiments is not None:
+            return load_experiment(self._experiments)
+        if self._bundle is not None:
+            return ExperimentConfig.implicit(self._bundle.resolve())
+        raise ExperimentConfigError("set DUET_EXPERIMENTS or DUET_BUNDLE")
+
+    def _current(self) -> ExperimentRouter:
+        router = self._table.current
+        if not isinstance(router, ExperimentRouter):
+            raise ReloadRejectedError("no arms are loaded yet: reload the whole config first")
+        return router
+
+    def _one_arm(
+        self, arm: str | None, bundle: Path | None
+    ) -> tuple[ExperimentConfig, dict[Path, Bundle]]:
+        """The current config with one arm's bundle replaced; the other arms' bundles kept."""
+        router = self._current()
+        config = router.config
+        if arm is None:
+            if len(config.arms) != 1:
+                raise ReloadRejectedError(
+                    f"name the arm to reload; arms: {', '.join(config.arm_names)}", field="arm"
+                )
+            arm = config.arms[0].name
+        if arm not in config.arm_names:
+            raise UnknownArmError(arm, config.arm_names, field="arm")
+        target = config.arm(arm)
+        if bundle is not None:
+            base = config.source.resolve().parent if config.source else Path.cwd()
+            path = (bundle if bundle.is_absolute() else base / bundle).resolve()
+            target = dataclasses.replace(target, bundle=path)
+        arms = tuple(target if a.name == arm else a for a in config.arms)
+        keep = {
+            a.bundle: router.arms[a.name].bundle
+            for a in config.arms
+            if a.name != arm and a.bundle != target.bundle
+        }
+        return dataclasses.replace(config, arms=arms), keep
+
+    async def reload(self, *, arm: str | None = None, bundle: Path | None = None) -> ReloadOutcome:
+        """Re-read the config (no arguments) or replace one arm's bundle; swap only on success.
+
+        Raises ReloadInProgressError while another reload runs and ReloadRejectedError when
+        the config or a bundle is invalid; in both cases the serving arms are unchanged.
+        """
+        if self._lock.locked():
+            raise ReloadInProgressError("a bundle reload is already running; retry when it ends")
+        async with self._lock:
+            started = time.perf_counter()
+            try:
+                keep: dict[Path, Bundle] = {}
+                if arm is None and bundle is None:
+                    config = self.read_config()
+                else:
+                    config, keep = self._one_arm(arm, bundle)
+                router, loaded = await build_router(
+                    config, default_overfetch=self._overfetch, keep=keep
+                )
+            except (BundleError, ExperimentConfigError) as error:
+                self.last_error = error.message
+                log.warning("reload rejected, current arms keep serving: %s", error.message)
+                raise ReloadRejectedError(error.message) from error
+            self._table.swap(router)
+            outcome = ReloadOutcome(router, loaded, time.perf_counter() - started)
+            self.last_outcome, self.last_error = outcome, None
+            if self._on_swap is not None:
+                self._on_swap(router)
+            log.info(
+                "arms swapped: %s in %.2fs",
+                ", ".join(f"{a.name}={a.bundle.version}" for a in router.arms.values()),
+                outcome.seconds,
+            )
+            return outcome
+
+    async def reload_logged(self) -> None:
+        """For SIGHUP: no caller to answer, so outcomes go to the log."""
+        try:
+            await self.reload()
+        except RequestError as error:
+            log.warning("SIGHUP reload not done: %s", error.message)
+
+
+def install_sighup(reloader: Reloader) -> Callable[[], None]:
+    """Reload on SIGHUP in the running loop; returns the function that uninstalls it."""
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+
+    def on_signal() -> None:
+        task = loop.create_task(reloader.reload_logged())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def uninstall() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    loop.add_signal_handler(signal.SIGHUP, on_signal)
+    return uninstall

@@ -1,0 +1,286 @@
+"""The request path, free of HTTP: plain values in, plain values out.
+
+recommend: history + cached embedding (one store round trip) -> user tower on a miss (cached
+in the background) -> FAISS search excluding seen/excluded/filtered rows -> items. A store
+failure degrades to the request's own history instead of failing; an unknown user with no
+history gets the popularity list. Shared by the HTTP routes, the batch endpoint and simulations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from service import metrics
+from service.arms import Arm
+from service.bundle import Catalog
+from service.errors import InvalidInputError, NotFoundError, StoreUnavailableError
+from service.filters import ItemFilter
+from service.store import EMPTY_STATE, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RecommendQuery:
+    user_id: str
+    k: int = 10
+    exclude_item_ids: tuple[str, ...] = ()
+    item_filter: ItemFilter | None = None
+    history: tuple[str, ...] | None = None
+    """Item ids supplied with the request (anonymous or session users), oldest first."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredItem:
+    item_id: str
+    score: float
+    title: str
+    genres: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """Field order is the response's: orjson serialises this dataclass as is."""
+
+    request_id: str
+    user_id: str
+    model_version: str
+    arm: str
+    items: list[ScoredItem]
+    fallback: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Retrieval:
+    request_id: str
+    model_version: str
+    arm: str
+    items: list[ScoredItem]
+    fallback: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    user_id: str
+    item_id: str
+    type: str
+    timestamp: float | None = None
+    request_id: str | None = None
+
+
+def _known_rows(catalog: Catalog, ids: Iterable[str]) -> list[int]:
+    rows = catalog.rows
+    return [rows[i] for i in ids if i in rows]
+
+
+def _count_unknown(kind: str, total: int, known: int) -> None:
+    if total > known:
+        metrics.UNKNOWN_IDS.labels(kind).inc(total - known)
+
+
+def _items(catalog: Catalog, rows: list[int], scores: list[float]) -> list[ScoredItem]:
+    ids, titles, genres = catalog.item_ids, catalog.titles, catalog.genres
+    return [ScoredItem(ids[r], s, titles[r], genres[r]) for r, s in zip(rows, scores, strict=True)]
+
+
+def _popular(
+    catalog: Catalog, k: int, excluded: set[int], allowed: npt.NDArray[np.bool_] | None
+) -> list[ScoredItem]:
+    rows = catalog.popularity_rows
+    keep = np.ones(len(rows), dtype=np.bool_) if allowed is None else allowed[rows].copy()
+    if excluded:
+        keep &= ~np.isin(rows, list(excluded))
+    chosen = np.flatnonzero(keep)[:k]
+    return _items(catalog, rows[chosen].tolist(), catalog.popularity_scores[chosen].tolist())
+
+
+class Recommender:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def recommend(self, arm: Arm, query: RecommendQuery, request_id: str) -> Recommendation:
+        bundle = arm.bundle
+        catalog = bundle.catalog
+        layer = self.store.backend
+        started = time.perf_counter()
+        degraded = False
+        try:
+            state = await self.store.fetch(query.user_id, bundle.version)
+        except StoreUnavailableError:
+            state, degraded = EMPTY_STATE, True
+            metrics.cache_counter(layer, "error").inc()
+        fetched = time.perf_counter()
+        metrics.STAGE_HISTORY.observe(fetched - started)
+
+        history_ids = state.history + query.history if query.history else state.history
+        history = _known_rows(catalog, history_ids)
+        _count_unknown("history_item", len(history_ids), len(history))
+        excluded_known = _known_rows(catalog, query.exclude_item_ids)
+        _count_unknown("exclude_item", len(query.exclude_item_ids), len(excluded_known))
+        excluded = set(history)
+        excluded.update(excluded_known)
+        allowed = catalog.masks.allowed(query.item_filter)
+        filtered = time.perf_counter()
+        metrics.STAGE_FILTER.observe(filtered - fetched)
+
+        user_idx = catalog.users.get(query.user_id, 0)
+        fallback = "store_unavailable" if degraded else None
+        if degraded:
+            metrics.FALLBACKS.labels("store_unavailable").inc()
+        if user_idx == 0 and not history:
+            metrics.FALLBACKS.labels("cold_start").inc()
+            items = _popular(catalog, query.k, excluded, allowed)
+            metrics.STAGE_SEARCH.observe(time.perf_counter() - filtered)
+            return Recommendation(
+                request_id, query.user_id, bundle.version, arm.name, items, "cold_start"
+            )
+
+        encoder = bundle.encoder
+        vector = None
+        cacheable = not degraded and not query.history
+        if cacheable:
+            cached = state.embedding
+            if cached is not None and len(cached) == encoder.dim * 4:
+                vector = np.frombuffer(cached, dtype=np.float32)
+                metrics.cache_counter(layer, "hit").inc()
+            else:
+                metrics.cache_counter(layer, "miss").inc()
+        looked_up = time.perf_counter()
+        metrics.STAGE_CACHE.observe(looked_up - filtered)
+        if vector is None:
+            vector = encoder.encode(user_idx, history)
+            encoded = time.perf_counter()
+            metrics.STAGE_ENCODE.observe(encoded - looked_up)
+            looked_up = encoded
+            if cacheable:
+                self._cache_later(query.user_id, bundle.version, state.version, vector.tobytes())
+        rows, scores = bundle.retriever.search(
+            vector, query.k, excluded=excluded, allowed=allowed, settings=arm.search
+        )
+        metrics.STAGE_SEARCH.observe(time.perf_counter() - looked_up)
+        items = _items(catalog, rows, scores)
+        return Recommendation(request_id, query.user_id, bundle.version, arm.name, items, fallback)
+
+    def _cache_later(self, user_id: str, bundle_version: str, version: int, value: bytes) -> None:
+        """Write the embedding after the response: the client does not wait for the cache."""
+        task = asyncio.get_running_loop().create_task(
+            self._cache(user_id, bundle_version, version, value)
+        )
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _cache(self, user_id: str, bundle_version: str, version: int, value: bytes) -> None:
+        try:
+            await self.store.cache_embedding(user_id, bundle_version, version, value)
+        except StoreUnavailableError:
+            metrics.cache_counter(self.store.backend, "error").inc()
+
+    async def drain(self) -> None:
+        """Wait for background cache writes (shutdown, tests)."""
+        while self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    def similar(
+        self,
+        arm: Arm,
+        *,
+        item_id: str,
+        k: int,
+        request_id: str,
+        item_filter: ItemFilter | None = None,
+    ) -> Retrieval:
+        row = arm.bundle.catalog.rows.get(item_id)
+        if row is None:
+            metrics.UNKNOWN_IDS.labels("similar_item").inc()
+            message = f"item {item_id!r} is not in bundle {arm.bundle.version}"
+            raise NotFoundError(message, field="item_id")
+        vector = arm.bundle.retriever.item_vector(row)
+        excluded = {row}
+        return self._search(
+            arm, vector, k=k, excluded=excluded, item_filter=item_filter, request_id=request_id
+        )
+
+    def retrieve_by_embedding(
+        self,
+        arm: Arm,
+        *,
+        embedding: Sequence[float],
+        k: int,
+        request_id: str,
+        item_filter: ItemFilter | None = None,
+    ) -> Retrieval:
+        dim = arm.bundle.encoder.dim
+        vector = np.asarray(embedding, dtype=np.float32)
+        if vector.shape != (dim,):
+            message = f"embedding must have {dim} values, got {len(vector)}"
+            raise InvalidInputError(message, field="embedding")
+        if not np.isfinite(vector).all():
+            raise InvalidInputError("embedding holds NaN or infinite values", field="embedding")
+        return self._search(
+            arm, vector, k=k, excluded=set(), item_filter=item_filter, request_id=request_id
+        )
+
+    def retrieve_by_history(
+        self,
+        arm: Arm,
+        *,
+        history: Sequence[str],
+        k: int,
+        request_id: str,
+        item_filter: ItemFilter | None = None,
+    ) -> Retrieval:
+        catalog = arm.bundle.catalog
+        rows = _known_rows(catalog, history)
+        _count_unknown("history_item", len(history), len(rows))
+        excluded = set(rows)
+        if not rows:
+            metrics.FALLBACKS.labels("cold_start").inc()
+            items = _popular(catalog, k, excluded, catalog.masks.allowed(item_filter))
+            return Retrieval(request_id, arm.bundle.version, arm.name, items, "cold_start")
+        vector = arm.bundle.encoder.encode(0, rows)
+        return self._search(
+            arm, vector, k=k, excluded=excluded, item_filter=item_filter, request_id=request_id
+        )
+
+    def _search(
+        self,
+        arm: Arm,
+        vector: npt.NDArray[np.float32],
+        *,
+        k: int,
+        excluded: set[int],
+        item_filter: ItemFilter | None,
+        request_id: str,
+    ) -> Retrieval:
+        bundle = arm.bundle
+        allowed = bundle.catalog.masks.allowed(item_filter)
+        started = time.perf_counter()
+        rows, scores = bundle.retriever.search(
+            vector, k, excluded=excluded, allowed=allowed, settings=arm.search
+        )
+        metrics.STAGE_SEARCH.observe(time.perf_counter() - started)
+        items = _items(bundle.catalog, rows, scores)
+        return Retrieval(request_id, bundle.version, arm.name, items, None)
+
+    async def ingest(self, events: Sequence[Event], catalog: Catalog | None) -> None:
+        """Append events to histories in timestamp order; StoreUnavailableError means none was."""
+        now = time.time()
+        ordered = sorted(events, key=lambda e: now if e.timestamp is None else e.timestamp)
+        if catalog is not None:
+            unknown = sum(1 for e in ordered if e.item_id not in catalog.rows)
+            _count_unknown("event_item", unknown, 0)
+        try:
+            await self.store.append_events([(e.user_id, e.item_id) for e in ordered])
+        except StoreUnavailableError:
+            metrics.EVENTS_REJECTED.labels("store_unavailable").inc(len(events))
+            raise
+        for event in ordered:
+            metrics.EVENTS_INGESTED.labels(event.type).inc()

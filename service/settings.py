@@ -1,0 +1,59 @@
+"""Service configuration: one class, every field bounded, read from `DUET_*` variables.
+
+Validated once at startup so a typo or an absurd value stops the process before it serves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_ADMIN_TOKENS = frozenset({"change-me", "changeme", "admin", "secret", "token"})
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DUET_", extra="ignore", frozen=True)
+
+    bundle: Path | None = Field(default=None, description="Bundle directory to serve.")
+    redis_url: str | None = Field(
+        default=None, description="redis://host:port/db; unset = embedded in-process store."
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    log_level: str = Field(default="info", pattern="^(critical|error|warning|info|debug)$")
+
+    redis_timeout_ms: int = Field(default=50, ge=1, le=5_000)
+    redis_max_connections: int = Field(default=64, ge=1, le=10_000)
+    breaker_failures: int = Field(default=5, ge=1, le=1_000)
+    breaker_cooldown_seconds: float = Field(default=2.0, gt=0, le=600)
+    cache_ttl_seconds: int = Field(default=3_600, ge=1, le=30 * 86_400)
+    history_length: int = Field(default=200, ge=1, le=10_000)
+    history_ttl_seconds: int = Field(default=90 * 86_400, ge=60, le=3_650 * 86_400)
+    local_cache_size: int = Field(default=100_000, ge=0, le=10_000_000)
+
+    max_body_bytes: int = Field(default=1_048_576, ge=1_024, le=64 * 1_048_576)
+    max_batch_requests: int = Field(default=64, ge=1, le=1_000)
+    max_events: int = Field(default=1_000, ge=1, le=10_000)
+    overfetch_factor: float = Field(default=2.0, ge=1.0, le=100.0)
+
+    docs_enabled: bool = True
+    dev_mode: bool = False
+    admin_token: SecretStr | None = None
+    experiments: Path | None = Field(default=None, description="Experiment config (TOML).")
+    attribution_window_seconds: float = Field(default=1_800.0, gt=0, le=7 * 86_400)
+    exposure_stream_maxlen: int = Field(default=100_000, ge=100, le=100_000_000)
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_token(self) -> Self:
+        token = self.admin_token.get_secret_value() if self.admin_token else None
+        weak = token is not None and (token.lower() in PLACEHOLDER_ADMIN_TOKENS or len(token) < 16)
+        if weak and not self.dev_mode:
+            raise ValueError(
+                "DUET_ADMIN_TOKEN is a placeholder or shorter than 16 characters; "
+                "set a real secret or DUET_DEV_MODE=true"
+            )
+        return self

@@ -1,0 +1,67 @@
+"""The one store interface: recent history, cached user embeddings (and, later, exposures).
+
+Two real implementations pass the same test suite: Redis (shared by workers and replicas) and
+in-process (the demo, no Redis needed). A cached embedding is stored with the history version it
+was computed from, so an event (which bumps the version) invalidates it in every bundle version
+at once, with no race between a late cache write and a new event.
+"""
+
+from __future__ import annotations
+
+import struct
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+StoreHealth = Literal["up", "down", "breaker_open"]
+_VERSION = struct.Struct("<q")
+
+
+@dataclass(frozen=True, slots=True)
+class UserState:
+    """What one round trip knows about a user: history oldest first, its version, embedding."""
+
+    history: tuple[str, ...]
+    version: int
+    embedding: bytes | None
+
+
+EMPTY_STATE = UserState(history=(), version=0, embedding=None)
+
+
+def pack_embedding(version: int, embedding: bytes) -> bytes:
+    return _VERSION.pack(version) + embedding
+
+
+def unpack_embedding(value: bytes | None, version: int) -> bytes | None:
+    """The embedding bytes if `value` was computed from history `version`, else None."""
+    if value is None or len(value) <= _VERSION.size:
+        return None
+    if _VERSION.unpack_from(value)[0] != version:
+        return None
+    return value[_VERSION.size :]
+
+
+class Store(ABC):
+    backend: str
+    """Cache layer name used in metrics: "redis" or "local"."""
+
+    @abstractmethod
+    async def fetch(self, user_id: str, bundle_version: str) -> UserState:
+        """History, its version and the embedding cached for `bundle_version`, in one trip."""
+
+    @abstractmethod
+    async def cache_embedding(
+        self, user_id: str, bundle_version: str, version: int, embedding: bytes
+    ) -> None: ...
+
+    @abstractmethod
+    async def append_events(self, events: Sequence[tuple[str, str]]) -> None:
+        """Append `(user_id, item_id)` pairs, in order, atomically; bump each user's version."""
+
+    @abstractmethod
+    async def health(self) -> StoreHealth: ...
+
+    async def close(self) -> None:
+        return None

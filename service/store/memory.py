@@ -1,0 +1,65 @@
+"""In-process store: the embedded mode (no Redis), one process, bounded LRU dictionaries."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+
+from service.store.base import Store, StoreHealth, UserState, pack_embedding, unpack_embedding
+
+
+class MemoryStore(Store):
+    backend = "local"
+
+    def __init__(
+        self,
+        *,
+        history_length: int,
+        cache_ttl_seconds: float,
+        max_users: int = 1_000_000,
+        max_embeddings: int = 100_000,
+    ) -> None:
+        self._history_length = history_length
+        self._ttl = cache_ttl_seconds
+        self._max_users = max_users
+        self._max_embeddings = max_embeddings
+        self._users: OrderedDict[str, tuple[deque[str], int]] = OrderedDict()
+        self._embeddings: OrderedDict[tuple[str, str], tuple[float, bytes]] = OrderedDict()
+
+    async def fetch(self, user_id: str, bundle_version: str) -> UserState:
+        entry = self._users.get(user_id)
+        history, version = (tuple(entry[0]), entry[1]) if entry else ((), 0)
+        cached = self._embeddings.get((bundle_version, user_id))
+        embedding = None
+        if cached is not None:
+            expires, value = cached
+            if expires > time.monotonic():
+                embedding = unpack_embedding(value, version)
+                self._embeddings.move_to_end((bundle_version, user_id))
+            else:
+                del self._embeddings[(bundle_version, user_id)]
+        return UserState(history=history, version=version, embedding=embedding)
+
+    async def cache_embedding(
+        self, user_id: str, bundle_version: str, version: int, embedding: bytes
+    ) -> None:
+        if self._max_embeddings == 0:
+            return
+        key = (bundle_version, user_id)
+        self._embeddings[key] = (time.monotonic() + self._ttl, pack_embedding(version, embedding))
+        self._embeddings.move_to_end(key)
+        while len(self._embeddings) > self._max_embeddings:
+            self._embeddings.popitem(last=False)
+
+    async def append_events(self, events: Sequence[tuple[str, str]]) -> None:
+        for user_id, item_id in events:
+            entry = self._users.pop(user_id, None)
+            history = entry[0] if entry else deque(maxlen=self._history_length)
+            history.append(item_id)
+            self._users[user_id] = (history, (entry[1] if entry else 0) + 1)
+        while len(self._users) > self._max_users:
+            self._users.popitem(last=False)
+
+    async def health(self) -> StoreHealth:
+        return "up"

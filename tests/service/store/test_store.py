@@ -1,0 +1,87 @@
+"""The same behaviour from both store implementations: Redis (real server) and in-process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+
+from service.store import MemoryStore, RedisStore, Store
+from service.store.breaker import CircuitBreaker
+
+HISTORY_LENGTH = 5
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    if request.param == "memory":
+        yield MemoryStore(history_length=HISTORY_LENGTH, cache_ttl_seconds=60)
+        return
+    url = request.getfixturevalue("redis_url")
+    redis_store = RedisStore(
+        url,
+        timeout_ms=200,
+        max_connections=8,
+        history_length=HISTORY_LENGTH,
+        history_ttl_seconds=3_600,
+        cache_ttl_seconds=60,
+        breaker=CircuitBreaker(failures=3, cooldown_seconds=1),
+    )
+    yield redis_store
+    await redis_store.close()
+
+
+def _vector(seed: int) -> bytes:
+    return np.random.default_rng(seed).normal(size=8).astype(np.float32).tobytes()
+
+
+async def test_unknown_user_is_empty(store: Store) -> None:
+    state = await store.fetch("nobody", "v1")
+    assert state.history == ()
+    assert state.version == 0
+    assert state.embedding is None
+
+
+async def test_events_append_in_order_and_bump_the_version(store: Store) -> None:
+    await store.append_events([("u1", "10"), ("u2", "99"), ("u1", "11")])
+    await store.append_events([("u1", "12")])
+    state = await store.fetch("u1", "v1")
+    assert state.history == ("10", "11", "12")
+    assert state.version == 3
+    assert (await store.fetch("u2", "v1")).history == ("99",)
+
+
+async def test_history_is_bounded_to_the_most_recent(store: Store) -> None:
+    await store.append_events([("u", str(i)) for i in range(HISTORY_LENGTH + 3)])
+    state = await store.fetch("u", "v1")
+    assert state.history == tuple(str(i) for i in range(3, HISTORY_LENGTH + 3))
+
+
+async def test_cached_embedding_round_trips_for_its_bundle_version_only(store: Store) -> None:
+    await store.append_events([("u", "1")])
+    version = (await store.fetch("u", "v1")).version
+    await store.cache_embedding("u", "v1", version, _vector(0))
+    assert (await store.fetch("u", "v1")).embedding == _vector(0)
+    assert (await store.fetch("u", "v2")).embedding is None
+
+
+async def test_an_event_invalidates_the_cached_embedding(store: Store) -> None:
+    await store.append_events([("u", "1")])
+    version = (await store.fetch("u", "v1")).version
+    await store.cache_embedding("u", "v1", version, _vector(1))
+    await store.append_events([("u", "2")])
+    state = await store.fetch("u", "v1")
+    assert state.embedding is None
+    assert state.history == ("1", "2")
+
+
+async def test_a_late_cache_write_from_an_old_version_is_never_served(store: Store) -> None:
+    stale_version = (await store.fetch("u", "v1")).version
+    await store.append_events([("u", "7")])  # arrives while the old embedding is computed
+    await store.cache_embedding("u", "v1", stale_version, _vector(2))
+    assert (await store.fetch("u", "v1")).embedding is None
+
+
+async def test_health_reports_up(store: Store) -> None:
+    assert await store.health() == "up"
