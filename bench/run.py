@@ -117,7 +117,7 @@ def _paced(
             script,
             threads=args.threads,
             connections=conns,
-            duration_s=3,
+            duration_s=min(3.0, args.duration),
             env=env,
             delay_ms=delay,
         )

@@ -25,6 +25,7 @@ def _training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pooling", choices=POOLINGS, help="history pooling of the user tower")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--no-baselines", action="store_true", help="skip the baselines")
+    parser.add_argument("--quick", action="store_true", help="tiny model, for smoke tests")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace, loss: LossName) -> TrainConfig:
-    config = replace(TrainConfig.for_dataset(args.dataset), seed=args.seed, loss=loss)
+    base = TrainConfig.tiny() if args.quick else TrainConfig.for_dataset(args.dataset)
+    config = replace(base, seed=args.seed, loss=loss)
     if args.epochs is not None:
         config = replace(config, max_epochs=args.epochs)
     if args.pooling is not None:
@@ -83,12 +85,21 @@ def _build(args: argparse.Namespace) -> int:
     )
     print(render_table(result.metrics))
     report = args.out.with_name(args.out.name + ".report.json")
-    write_report(report, dataset=dataset.name, results=result.metrics,
-                 extra={"seconds": result.seconds, "curve": result.curve,
-                        "bundle_version": result.manifest["bundle_version"]})
+    write_report(
+        report,
+        dataset=dataset.name,
+        results=result.metrics,
+        extra={
+            "seconds": result.seconds,
+            "curve": result.curve,
+            "bundle_version": result.manifest["bundle_version"],
+        },
+    )
     plot_report(report.with_suffix(".png"), curve=result.curve, results=result.metrics)
-    print(f"bundle {result.bundle} ({result.manifest['bundle_version']}) "
-          f"in {result.seconds['total']:.1f}s; report {report}")
+    print(
+        f"bundle {result.bundle} ({result.manifest['bundle_version']}) "
+        f"in {result.seconds['total']:.1f}s; report {report}"
+    )
     return 0
 
 
@@ -107,29 +118,38 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     print(render_table(result.metrics))
     if args.json is not None:
-        write_report(args.json, dataset=dataset.name, results=result.metrics,
-                     extra={"seconds": result.seconds, "curves": result.curves, **result.extra})
-        plot_report(args.json.with_suffix(".png"), curve=result.curves["two_tower"],
-                    results=result.metrics)
+        write_report(
+            args.json,
+            dataset=dataset.name,
+            results=result.metrics,
+            extra={"seconds": result.seconds, "curves": result.curves, **result.extra},
+        )
+        plot_report(
+            args.json.with_suffix(".png"), curve=result.curves["two_tower"], results=result.metrics
+        )
     return 0
 
 
 def _synth(args: argparse.Namespace) -> int:
     if args.out.exists():
         raise DatasetError(f"{args.out}: output directory already exists")
-    dataset = synthesize(args.users, args.items, seed=args.seed,
-                         interactions_per_user=args.interactions_per_user)
+    dataset = synthesize(
+        args.users, args.items, seed=args.seed, interactions_per_user=args.interactions_per_user
+    )
     write_synthetic(dataset, args.out)
-    print(f"wrote {args.out}: {dataset.num_users} users, {dataset.num_items} items, "
-          f"{len(dataset.interactions)} interactions")
+    print(
+        f"wrote {args.out}: {dataset.num_users} users, {dataset.num_items} items, "
+        f"{len(dataset.interactions)} interactions"
+    )
     return 0
 
 
 def _bench_index(args: argparse.Namespace) -> int:
     from models.bench_index import run  # noqa: PLC0415
 
-    figures = run(items=args.items, dim=args.dim, queries=args.queries, kind=args.index,
-                  seed=args.seed)
+    figures = run(
+        items=args.items, dim=args.dim, queries=args.queries, kind=args.index, seed=args.seed
+    )
     text = json.dumps(figures, indent=1)
     print(text)
     if args.json is not None:

@@ -9,6 +9,7 @@ is one line naming the file.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import io
@@ -197,7 +198,8 @@ def _read_table(
     return frame[names]
 
 
-def _line_of(frame: pd.DataFrame, row: int, header: bool) -> int:
+def _line_of(row: int, header: bool) -> int:
+    """1-based file line of data row `row` (blank lines are assumed absent)."""
     return int(row) + 1 + int(header)
 
 
@@ -210,7 +212,7 @@ def _as_int(frame: pd.DataFrame, column: str, path: Path, *, header: bool) -> In
     bad[~bad] = floats[~bad] % 1 != 0
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        line = _line_of(frame, row, header)
+        line = _line_of(row, header)
         raise DatasetError(
             f"{path}: line {line}: {column} {frame[column].iloc[row]!r} is not an integer"
         )
@@ -222,7 +224,7 @@ def _as_float(frame: pd.DataFrame, column: str, path: Path, *, header: bool) -> 
     bad = ~np.isfinite(values)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        line = _line_of(frame, row, header)
+        line = _line_of(row, header)
         raise DatasetError(
             f"{path}: line {line}: {column} {frame[column].iloc[row]!r} is not a number"
         )
@@ -475,7 +477,7 @@ def _check_ids(frame: pd.DataFrame, columns: list[str], path: Path, *, header: b
     for column in columns:
         empty = (frame[column].str.strip() == "").to_numpy()
         if empty.any():
-            line = _line_of(frame, int(np.flatnonzero(empty)[0]), header)
+            line = _line_of(int(np.flatnonzero(empty)[0]), header)
             raise DatasetError(f"{path}: line {line}: empty {column}")
 
 
@@ -492,7 +494,7 @@ def _find(data_dir: Path, stem: str) -> Path | None:
 def _read_any(path: Path, columns: list[str], optional: list[str]) -> pd.DataFrame:
     """CSV or Parquet as a frame of strings (parquet timestamps become epoch seconds)."""
     if path.suffix == ".csv":
-        head = _read_text(path).split("\n", 1)[0].strip().split(",")
+        head = next(csv.reader([_read_text(path).split("\n", 1)[0].strip()]), [])
         present = [c for c in optional if c in head]
         return _read_table(path, columns + present, sep=",", header=True)
     try:
@@ -507,7 +509,8 @@ def _read_any(path: Path, columns: list[str], optional: list[str]) -> pd.DataFra
     for column in frame.columns:
         series = frame[column]
         if pd.api.types.is_datetime64_any_dtype(series):
-            series = series.astype("datetime64[s]").astype(np.int64)
+            since_epoch = pd.to_datetime(series, utc=True) - pd.Timestamp(0, tz="UTC")
+            series = since_epoch // pd.Timedelta(seconds=1)
         if column == "genres" and series.map(lambda v: isinstance(v, list | np.ndarray)).any():
             series = series.map(lambda v: "|".join(v) if v is not None else "")
         out[column] = series.astype(object).where(series.notna(), "").astype(str)

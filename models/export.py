@@ -114,7 +114,9 @@ def export_towers(
         "year": torch.from_numpy(features.year)[rows],
         "title_tokens": torch.from_numpy(features.title_tokens)[rows],
     }
-    item_onnx = _onnx_bytes(model.item, tuple(item_feeds.values()), list(item_feeds), "item_embedding")
+    item_onnx = _onnx_bytes(
+        model.item, tuple(item_feeds.values()), list(item_feeds), "item_embedding"
+    )
     item_diff = _check_parity(item_onnx, model.item, item_feeds, "item_tower.onnx")
 
     history_length = model.config.history_length
@@ -126,8 +128,10 @@ def export_towers(
     user_module: nn.Module = model.user
     if user_features is not None:
         user_feeds["user_features"] = torch.from_numpy(user_features)[user_feeds["user_idx"]]
-        user_module = _UserWithFeatures(model.user)
-    user_onnx = _onnx_bytes(user_module, tuple(user_feeds.values()), list(user_feeds), "user_embedding")
+        user_module = _UserWithFeatures(model.user).eval()
+    user_onnx = _onnx_bytes(
+        user_module, tuple(user_feeds.values()), list(user_feeds), "user_embedding"
+    )
     user_diff = _check_parity(user_onnx, user_module, user_feeds, "user_tower.onnx")
     return user_onnx, item_onnx, {"user_tower": user_diff, "item_tower": item_diff}
 
@@ -253,8 +257,7 @@ def write_bundle(
         for name, payload in (extra_files or {}).items():
             (tmp / name).write_bytes(payload)
         files = {
-            p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size}
-            for p in sorted(tmp.iterdir())
+            p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in sorted(tmp.iterdir())
         }
         manifest = _manifest(out, model, inputs, built, files, parity)
         _write_json(tmp / "manifest.json", manifest)
@@ -317,7 +320,11 @@ def _manifest(
             "file": "item_tower.onnx",
             "inputs": [
                 {"name": "item_idx", "dtype": "int64", "shape": ["batch"]},
-                {"name": "genres", "dtype": "float32", "shape": ["batch", len(features.genre_vocab)]},
+                {
+                    "name": "genres",
+                    "dtype": "float32",
+                    "shape": ["batch", len(features.genre_vocab)],
+                },
                 {"name": "year", "dtype": "float32", "shape": ["batch"]},
                 {
                     "name": "title_tokens",

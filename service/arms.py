@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Protocol
 
 from service.bundle import Bundle
+from service.policies import SCORE, RankingPolicy
 from service.retriever import DEFAULT_SEARCH, SearchSettings
 
 DEFAULT_ARM = "default"
@@ -24,6 +25,7 @@ class Arm:
     name: str
     bundle: Bundle
     search: SearchSettings = DEFAULT_SEARCH
+    policy: RankingPolicy = SCORE
 
 
 class ArmRouter(Protocol):
@@ -35,7 +37,9 @@ class ArmRouter(Protocol):
     @property
     def default(self) -> Arm: ...
 
-    def choose(self, user_id: str) -> Arm: ...
+    def choose(self, user_id: str, override: str | None = None) -> Arm:
+        """The user's arm; `override` (the X-Duet-Arm header) only where allowed."""
+        ...
 
 
 class SingleArmRouter:
@@ -53,7 +57,7 @@ class SingleArmRouter:
     def default(self) -> Arm:
         return self._arm
 
-    def choose(self, user_id: str) -> Arm:
+    def choose(self, user_id: str, override: str | None = None) -> Arm:
         return self._arm
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from service import metrics
 from service.arms import Arm, ArmTable
 from service.bundle import Bundle, load_bundle
 from service.errors import BundleError, RequestError
@@ -31,6 +32,7 @@ from service.experiments import (
     UnknownArmError,
     load_experiment,
 )
+from service.policies import RankingPolicy, rank
 from service.retriever import SearchSettings
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,16 @@ def search_settings(arm: ArmConfig, default_overfetch: float) -> SearchSettings:
     )
 
 
+def ranking_policy(arm: ArmConfig) -> RankingPolicy:
+    params = arm.params
+    policy = RankingPolicy(name=params.policy)
+    if params.popularity_weight is not None:
+        policy = dataclasses.replace(policy, popularity_weight=params.popularity_weight)
+    if params.diversity is not None:
+        policy = dataclasses.replace(policy, diversity=params.diversity)
+    return policy
+
+
 def warm_up(arm: Arm) -> None:
     """Run the arm's request path once (user tower, then its search) and check the output."""
     bundle = arm.bundle
@@ -76,9 +88,9 @@ def warm_up(arm: Arm) -> None:
         raise BundleError(
             f"warm-up: user tower returned shape {vectors.shape} or non-finite values"
         )
-    empty = np.empty(0, dtype=np.int64)
-    rows, scores = bundle.retriever.search(
-        vectors[1], min(_WARM_UP_K, bundle.retriever.size), excluded=empty, settings=arm.search
+    k = min(_WARM_UP_K, bundle.retriever.size)
+    rows, scores = rank(
+        bundle, arm.policy, arm.search, vectors[1], k, excluded=set(history), allowed=None
     )
     if len(rows) == 0 or not np.isfinite(scores).all():
         raise BundleError("warm-up: the index returned no items or non-finite scores")
@@ -109,6 +121,7 @@ async def build_router(
             name=arm.name,
             bundle=bundles[arm.bundle],
             search=search_settings(arm, default_overfetch),
+            policy=ranking_policy(arm),
         )
         for arm in config.arms
     }
@@ -130,15 +143,11 @@ class Reloader:
         experiments: Path | None,
         bundle: Path | None,
         default_overfetch: float,
-        on_swap: Callable[[ExperimentRouter], None] | None = None,
     ) -> None:
-        if experiments is None and bundle is None:
-            raise ValueError("need an experiment config or a bundle")
         self._table = table
         self._experiments = experiments
         self._bundle = bundle
         self._overfetch = default_overfetch
-        self._on_swap = on_swap
         self._lock = asyncio.Lock()
         self.last_outcome: ReloadOutcome | None = None
         self.last_error: str | None = None
@@ -208,13 +217,16 @@ class Reloader:
                 )
             except (BundleError, ExperimentConfigError) as error:
                 self.last_error = error.message
+                metrics.BUNDLE_RELOADS.labels("rejected").inc()
                 log.warning("reload rejected, current arms keep serving: %s", error.message)
                 raise ReloadRejectedError(error.message) from error
             self._table.swap(router)
             outcome = ReloadOutcome(router, loaded, time.perf_counter() - started)
             self.last_outcome, self.last_error = outcome, None
-            if self._on_swap is not None:
-                self._on_swap(router)
+            metrics.BUNDLE_RELOADS.labels("swapped").inc()
+            metrics.BUNDLE_INFO.clear()
+            for name, serving in router.arms.items():
+                metrics.BUNDLE_INFO.labels(name, serving.bundle.version).set(1)
             log.info(
                 "arms swapped: %s in %.2fs",
                 ", ".join(f"{a.name}={a.bundle.version}" for a in router.arms.values()),
@@ -231,7 +243,10 @@ class Reloader:
 
 
 def install_sighup(reloader: Reloader) -> Callable[[], None]:
-    """Reload on SIGHUP in the running loop; returns the function that uninstalls it."""
+    """Reload on SIGHUP in the running loop; returns the function that uninstalls it.
+
+    Signal handlers need the main thread: elsewhere (a test client's thread) this is a no-op.
+    """
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[None]] = set()
 
@@ -243,5 +258,9 @@ def install_sighup(reloader: Reloader) -> Callable[[], None]:
     def uninstall() -> None:
         loop.remove_signal_handler(signal.SIGHUP)
 
-    loop.add_signal_handler(signal.SIGHUP, on_signal)
+    try:
+        loop.add_signal_handler(signal.SIGHUP, on_signal)
+    except (ValueError, RuntimeError, NotImplementedError) as error:
+        log.info("SIGHUP reload not available here: %s", error)
+        return lambda: None
     return uninstall

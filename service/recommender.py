@@ -22,6 +22,7 @@ from service.arms import Arm
 from service.bundle import Catalog
 from service.errors import InvalidInputError, NotFoundError, StoreUnavailableError
 from service.filters import ItemFilter
+from service.policies import rank
 from service.store import EMPTY_STATE, Store
 
 log = logging.getLogger(__name__)
@@ -162,8 +163,8 @@ class Recommender:
             looked_up = encoded
             if cacheable:
                 self._cache_later(query.user_id, bundle.version, state.version, vector.tobytes())
-        rows, scores = bundle.retriever.search(
-            vector, query.k, excluded=excluded, allowed=allowed, settings=arm.search
+        rows, scores = rank(
+            bundle, arm.policy, arm.search, vector, query.k, excluded=excluded, allowed=allowed
         )
         metrics.STAGE_SEARCH.observe(time.perf_counter() - looked_up)
         items = _items(catalog, rows, scores)
@@ -218,7 +219,8 @@ class Recommender:
         item_filter: ItemFilter | None = None,
     ) -> Retrieval:
         dim = arm.bundle.encoder.dim
-        vector = np.asarray(embedding, dtype=np.float32)
+        with np.errstate(over="ignore"):  # 1e300 becomes inf, refused just below
+            vector = np.asarray(embedding, dtype=np.float32)
         if vector.shape != (dim,):
             message = f"embedding must have {dim} values, got {len(vector)}"
             raise InvalidInputError(message, field="embedding")

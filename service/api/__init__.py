@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
-from service.api import events, health, items, recommend
+from service.api import admin, events, experiments, health, items, recommend
 
-ROUTERS = (recommend.router, items.router, events.router, health.router)
+ROUTERS = (
+    recommend.router,
+    items.router,
+    events.router,
+    experiments.router,
+    admin.router,
+    health.router,
+)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
 from service.arms import ArmRouter, ArmTable
 from service.errors import NotReadyError
+from service.exposures import ExperimentTracker
 from service.recommender import Recommender
 
 
@@ -25,8 +26,22 @@ def recommender(request: Request) -> Recommender:
     return service
 
 
+def tracker(request: Request) -> ExperimentTracker:
+    exposures: ExperimentTracker = request.app.state.tracker
+    return exposures
+
+
 RouterDep = Annotated[ArmRouter, Depends(current_router)]
 RecommenderDep = Annotated[Recommender, Depends(recommender)]
+TrackerDep = Annotated[ExperimentTracker, Depends(tracker)]
+ArmOverride = Annotated[
+    str | None,
+    Header(
+        alias="X-Duet-Arm",
+        max_length=64,
+        description="QA: serve this arm; honoured only when the experiment allows overrides.",
+    ),
+]
 
 
 def tag_arm(request: Request, arm: str) -> None:

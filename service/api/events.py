@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Request, Response, status
 
-from service.api.deps import RecommenderDep
+from service.api.deps import RecommenderDep, TrackerDep
 from service.api.schemas import ErrorResponse, EventsAccepted, EventsBody
 from service.arms import ArmTable
 
@@ -20,12 +20,16 @@ router = APIRouter(prefix="/v1", tags=["events"])
     responses={503: {"model": ErrorResponse, "description": "Store unavailable: retry."}},
 )
 async def ingest_events(
-    request: Request, service: RecommenderDep, body: Annotated[EventsBody, Body()]
+    request: Request,
+    service: RecommenderDep,
+    tracker: TrackerDep,
+    body: Annotated[EventsBody, Body()],
 ) -> Response:
     events = [e.to_domain() for e in (body if isinstance(body, list) else [body])]
     table: ArmTable = request.app.state.arms
     router = table.current
     await service.ingest(events, router.default.bundle.catalog if router else None)
+    await tracker.clicked(events)
     return Response(
         b'{"accepted":%d}' % len(events),
         status_code=status.HTTP_202_ACCEPTED,

@@ -8,7 +8,7 @@ import uuid
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from service.api.deps import RecommenderDep, RouterDep, tag_arm
+from service.api.deps import ArmOverride, RecommenderDep, RouterDep, TrackerDep, tag_arm
 from service.api.schemas import (
     BatchRequest,
     BatchResponse,
@@ -27,19 +27,32 @@ def _json(content: object) -> Response:
 
 @router.post("/recommend", response_model=RecommendResponse, responses=_ERRORS)
 async def recommend(
-    body: RecommendRequest, request: Request, arms: RouterDep, service: RecommenderDep
+    body: RecommendRequest,
+    request: Request,
+    arms: RouterDep,
+    service: RecommenderDep,
+    *,
+    tracker: TrackerDep,
+    override: ArmOverride = None,
 ) -> Response:
-    arm = arms.choose(body.user_id)
+    arm = arms.choose(body.user_id, override)
     tag_arm(request, arm.name)
     result = await service.recommend(arm, body.to_query(), uuid.uuid4().hex)
+    await tracker.exposed(arms, [result])
     return _json(result)
 
 
 @router.post("/recommend/batch", response_model=BatchResponse, responses=_ERRORS)
 async def recommend_batch(
-    body: BatchRequest, request: Request, arms: RouterDep, service: RecommenderDep
+    body: BatchRequest,
+    request: Request,
+    arms: RouterDep,
+    service: RecommenderDep,
+    *,
+    tracker: TrackerDep,
+    override: ArmOverride = None,
 ) -> Response:
-    chosen = [arms.choose(r.user_id) for r in body.requests]
+    chosen = [arms.choose(r.user_id, override) for r in body.requests]
     tag_arm(request, chosen[0].name if len({a.name for a in chosen}) == 1 else "mixed")
     results = await asyncio.gather(
         *(
@@ -47,4 +60,5 @@ async def recommend_batch(
             for arm, r in zip(chosen, body.requests, strict=True)
         )
     )
+    await tracker.exposed(arms, results)
     return _json({"responses": results})

@@ -83,15 +83,17 @@ def test_each_baseline_beats_random(tiny_split: Split) -> None:
 
 
 def test_run_baselines_tunes_and_reports(tiny_split: Split) -> None:
-    results = run_baselines(tiny_split, seed=0, progress=False)
-    assert set(results) == {"popularity", "itemknn", "ials", "params"}
+    details: dict[str, dict[str, float]] = {}
+    results = run_baselines(tiny_split, seed=0, progress=False, details=details)
+    assert set(results) == {"popularity", "itemknn", "ials"}
     for name in ("popularity", "itemknn", "ials"):
         metrics = results[name]
         assert set(metrics) == {"recall@10", "recall@20", "ndcg@10", "ndcg@20", "users"}
         assert all(isinstance(v, float) for v in metrics.values())
-    params = results["params"]
-    assert params["itemknn.neighbours"] in {50.0, 200.0, 1000.0}
-    assert 0 < params["ials.valid_recall@20"] <= 1
+    assert details["itemknn"]["neighbours"] in {50.0, 200.0, 1000.0}
+    assert 0 < details["ials"]["valid_recall@20"] <= 1
+    assert details["ials"]["factors"] in {64.0, 128.0}
+    assert details["popularity"]["seconds"] >= 0
     # Personalised models should beat the unpersonalised one on clustered data.
     assert results["itemknn"]["recall@20"] > results["popularity"]["recall@20"]
     assert results["ials"]["recall@20"] > results["popularity"]["recall@20"]

@@ -151,6 +151,20 @@ def test_generic_parquet_with_weights(tmp_path: Path) -> None:
     assert data.items.titles == ["", ""]
 
 
+def test_generic_parquet_datetimes_and_genre_lists(tmp_path: Path) -> None:
+    stamps = pd.to_datetime(["2024-01-01T01:00:00+01:00", "2024-01-02T00:00:00Z"], utc=True)
+    pd.DataFrame({"user_id": ["u", "u"], "item_id": ["b", "a"], "timestamp": stamps}).to_parquet(
+        tmp_path / "interactions.parquet"
+    )
+    pd.DataFrame(
+        {"item_id": ["a", "b"], "title": ["A", "B"], "genres": [["X", "Y"], []], "year": [1, 2]}
+    ).to_parquet(tmp_path / "items.parquet")
+    data = load_dataset("generic", tmp_path)
+    assert data.interactions.timestamp.tolist() == [1704067200, 1704153600]
+    assert data.interactions.item.tolist() == [1, 0]
+    assert data.items.genres == [("X", "Y"), ()]
+
+
 @pytest.mark.parametrize(
     ("files", "message"),
     [

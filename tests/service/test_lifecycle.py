@@ -176,13 +176,14 @@ async def test_second_reload_while_one_runs_is_refused(bundle_root: Path) -> Non
     reloader, table = reloader_for(config)
     first = asyncio.create_task(reloader.reload())
     await asyncio.sleep(0)
-    assert reloader.busy
+    busy_while_loading = reloader.busy
     with pytest.raises(ReloadInProgressError) as error:
         await reloader.reload()
     assert error.value.status_code == 409
-    await first
+    outcome = await first
+    assert busy_while_loading
     assert not reloader.busy
-    assert table.current is not None
+    assert table.current is outcome.router
 
 
 async def test_one_arm_reload_needs_loaded_arms(bundle_root: Path) -> None:

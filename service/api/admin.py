@@ -1,0 +1,132 @@
+"""`/admin`: list the loaded arms and reload bundles, behind a bearer token.
+
+The token (`DUET_ADMIN_TOKEN`) is compared in constant time, and the check is a dependency of
+the whole router so no admin route can forget it. Without a token the admin API is closed.
+Reloads act on the worker that answers; with several workers, send SIGHUP to uvicorn's parent
+process instead (it restarts the workers one by one, each loading the config at startup).
+"""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Header, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.api.schemas import ErrorResponse
+from service.arms import ArmRouter, ArmTable
+from service.errors import RequestError
+from service.experiments import ExperimentRouter
+from service.lifecycle import Reloader
+from service.settings import Settings
+
+
+class UnauthorizedError(RequestError):
+    status_code = 401
+    code = "unauthorized"
+
+
+def require_admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+    settings: Settings = request.app.state.settings
+    if settings.admin_token is None:
+        raise UnauthorizedError("the admin API is disabled: DUET_ADMIN_TOKEN is not set")
+    scheme, _, given = (authorization or "").partition(" ")
+    expected = settings.admin_token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        raise UnauthorizedError("missing or wrong bearer token", field="Authorization")
+
+
+router = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    dependencies=[Depends(require_admin)],
+    responses={401: {"model": ErrorResponse}},
+)
+
+
+class ReloadRequest(BaseModel):
+    """Empty: re-read the experiment config. `arm` and/or `bundle`: replace one arm's bundle."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    arm: str | None = Field(default=None, min_length=1, max_length=64)
+    bundle: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="Bundle directory; relative to the experiment config's directory.",
+    )
+
+
+def describe(router: ArmRouter | None) -> dict[str, Any]:
+    if router is None:
+        return {"experiment": None, "arms": []}
+    config = router.config if isinstance(router, ExperimentRouter) else None
+    arms = []
+    for name, arm in router.arms.items():
+        arm_config = config.arm(name) if config else None
+        arms.append(
+            {
+                "name": name,
+                "weight": arm_config.weight if arm_config else 1.0,
+                "control": arm is router.default,
+                "bundle_version": arm.bundle.version,
+                "bundle_path": str(arm.bundle.path),
+                "policy": arm.policy.name,
+                "popularity_weight": arm.policy.popularity_weight,
+                "diversity": arm.policy.diversity,
+                "overfetch": arm.search.overfetch,
+                "nprobe": arm.search.nprobe,
+                "ef_search": arm.search.ef_search,
+            }
+        )
+    return {
+        "experiment": config.name if config else router.default.name,
+        "allow_override": config.allow_override if config else False,
+        "config": str(config.source) if config and config.source else None,
+        "arms": arms,
+    }
+
+
+def _reloader(request: Request) -> Reloader:
+    reloader: Reloader = request.app.state.reloader
+    return reloader
+
+
+@router.get("/bundles")
+async def list_bundles(request: Request) -> dict[str, Any]:
+    table: ArmTable = request.app.state.arms
+    reloader = _reloader(request)
+    last = reloader.last_outcome
+    return {
+        **describe(table.current),
+        "reload": {
+            "running": reloader.busy,
+            "last_error": reloader.last_error,
+            "last_seconds": round(last.seconds, 3) if last else None,
+        },
+    }
+
+
+@router.post(
+    "/bundles/reload",
+    responses={
+        400: {"model": ErrorResponse},
+        409: {"model": ErrorResponse, "description": "Another reload is running."},
+        422: {"model": ErrorResponse, "description": "Rejected; the old arms keep serving."},
+    },
+)
+async def reload_bundles(
+    request: Request, body: Annotated[ReloadRequest | None, Body()] = None
+) -> dict[str, Any]:
+    body = body or ReloadRequest()
+    outcome = await _reloader(request).reload(
+        arm=body.arm, bundle=Path(body.bundle) if body.bundle else None
+    )
+    return {
+        "status": "reloaded",
+        "loaded": list(outcome.loaded),
+        "seconds": round(outcome.seconds, 3),
+        **describe(outcome.router),
+    }

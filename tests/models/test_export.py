@@ -1,0 +1,209 @@
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import faiss
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from models import export
+from models.export import BundleInputs, ExportError, verify_bundle, write_bundle
+from models.features import ItemFeatures, build_item_features
+from models.index import IndexSpec
+from models.towers import TowerConfig, TwoTower
+from models.types import Dataset, Split, UserFeatures
+
+CONFIG = TowerConfig(dim=8, history_length=6, num_layers=1, num_heads=1)
+
+
+def _model(dataset: Dataset, features: ItemFeatures) -> TwoTower:
+    torch.manual_seed(0)
+    cards = None if dataset.user_features is None else dataset.user_features.cardinalities
+    return TwoTower(
+        num_users=dataset.num_users,
+        num_items=dataset.num_items,
+        num_genres=len(features.genre_vocab),
+        title_buckets=features.title_hash_buckets,
+        config=CONFIG,
+        feature_cardinalities=cards,
+    )
+
+
+def _inputs(dataset: Dataset, split: Split) -> BundleInputs:
+    return BundleInputs(
+        dataset=dataset,
+        train_full=split.train_full,
+        item_features=build_item_features(dataset.items),
+        training={"loss": "logq_softmax", "epochs": 1, "seed": 0, "pooling": "attention"},
+        metrics={"two_tower": {"recall@10": 0.1, "recall@20": 0.2, "ndcg@10": 0.1, "ndcg@20": 0.1}},
+    )
+
+
+@pytest.fixture(scope="module")
+def bundle(
+    tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Dataset, tiny_split: Split
+) -> Path:
+    inputs = _inputs(tiny_dataset, tiny_split)
+    out = tmp_path_factory.mktemp("export") / "bundle"
+    write_bundle(out, _model(tiny_dataset, inputs.item_features), inputs)
+    return out
+
+
+def test_bundle_holds_exactly_the_contract_files(bundle: Path) -> None:
+    names = {p.name for p in bundle.iterdir()}
+    assert names == {
+        "manifest.json",
+        "user_tower.onnx",
+        "item_tower.onnx",
+        "items.faiss",
+        "item_embeddings.npy",
+        "items.json",
+        "users.json",
+        "popularity.json",
+    }
+    manifest = verify_bundle(bundle)
+    assert set(manifest["files"]) == names - {"manifest.json"}
+    assert not list(bundle.parent.glob(".bundle.tmp-*"))
+
+
+def test_manifest_describes_the_towers(bundle: Path, tiny_dataset: Dataset) -> None:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    n = tiny_dataset.num_items
+    assert manifest["format_version"] == 1
+    assert manifest["bundle_version"].startswith(f"{tiny_dataset.name}-")
+    assert manifest["num_items"] == n and manifest["num_users"] == tiny_dataset.num_users
+    assert manifest["index"]["type"] == "flat_ip" and manifest["index"]["ntotal"] == n
+    assert manifest["index"]["recall_at_100"] == 1.0
+    user = manifest["user_tower"]
+    assert user["padding_idx"] == n and user["user_vocab_size"] == tiny_dataset.num_users + 1
+    assert [i["name"] for i in user["inputs"]] == ["user_idx", "history"]
+    assert user["user_features"] is None
+    item = manifest["item_tower"]
+    assert [i["name"] for i in item["inputs"]] == ["item_idx", "genres", "year", "title_tokens"]
+    assert item["title_hash_buckets"] == 50_000 and item["title_max_tokens"] == 16
+    assert manifest["training_data"]["fingerprint"] == tiny_dataset.fingerprint
+    assert manifest["training"]["onnx_parity_max_abs_diff"]["user_tower"] <= 1e-5
+    assert manifest["metrics"]["two_tower"]["recall@20"] == 0.2
+
+
+def test_onnx_towers_and_index_agree_with_the_embeddings(
+    bundle: Path, tiny_dataset: Dataset
+) -> None:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    embeddings = np.load(bundle / "item_embeddings.npy", allow_pickle=False)
+    n = tiny_dataset.num_items
+    assert embeddings.shape == (n, 8) and embeddings.dtype == np.float32
+    assert np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    features = build_item_features(tiny_dataset.items)
+    item = ort.InferenceSession(str(bundle / "item_tower.onnx"))
+    rows = np.arange(n)
+    out = item.run(
+        None,
+        {
+            "item_idx": rows,
+            "genres": features.genres[:n],
+            "year": features.year[:n],
+            "title_tokens": features.title_tokens[:n],
+        },
+    )[0]
+    assert np.abs(out - embeddings).max() < 1e-5
+    user = ort.InferenceSession(str(bundle / "user_tower.onnx"))
+    history = np.full((5, 6), n, dtype=np.int64)
+    history[:, -1] = rows[:5]
+    vectors = user.run(None, {"user_idx": np.arange(5, dtype=np.int64), "history": history})[0]
+    assert vectors.shape == (5, 8)
+    index = faiss.read_index(str(bundle / "items.faiss"))
+    _, found = index.search(vectors, 3)
+    assert np.array_equal(found[:, 0], np.argmax(vectors @ embeddings.T, axis=1))
+    assert manifest["user_tower"]["history_length"] == 6
+
+
+def test_metadata_files(bundle: Path, tiny_dataset: Dataset, tiny_split: Split) -> None:
+    items = json.loads((bundle / "items.json").read_text())
+    assert [i["item_id"] for i in items] == tiny_dataset.items.ids
+    assert set(items[0]) == {"item_id", "title", "genres", "year"}
+    assert json.loads((bundle / "users.json").read_text()) == tiny_dataset.user_ids
+    popularity = json.loads((bundle / "popularity.json").read_text())
+    counts = np.bincount(tiny_split.train_full.item, minlength=tiny_dataset.num_items)
+    assert popularity[0]["item_id"] == tiny_dataset.items.ids[int(np.argmax(counts))]
+    scores = [p["score"] for p in popularity]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_existing_output_is_refused(bundle: Path, tiny_dataset: Dataset, tiny_split: Split) -> None:
+    inputs = _inputs(tiny_dataset, tiny_split)
+    before = (bundle / "manifest.json").read_bytes()
+    with pytest.raises(ExportError, match="already exists"):
+        write_bundle(bundle, _model(tiny_dataset, inputs.item_features), inputs)
+    assert (bundle / "manifest.json").read_bytes() == before
+
+
+def test_failed_parity_leaves_nothing(
+    tmp_path: Path, tiny_dataset: Dataset, tiny_split: Split, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(export, "PARITY_TOLERANCE", -1.0)  # any difference now fails
+    inputs = _inputs(tiny_dataset, tiny_split)
+    with pytest.raises(ExportError, match="parity"):
+        write_bundle(tmp_path / "out", _model(tiny_dataset, inputs.item_features), inputs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failure_inside_the_write_removes_the_temp_dir(
+    tmp_path: Path, tiny_dataset: Dataset, tiny_split: Split
+) -> None:
+    inputs = _inputs(tiny_dataset, tiny_split)
+    with pytest.raises(OSError):
+        write_bundle(
+            tmp_path / "out",
+            _model(tiny_dataset, inputs.item_features),
+            inputs,
+            extra_files={"../escape/x": b"no"},
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_verify_detects_a_changed_file(bundle: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle, copy)
+    (copy / "users.json").write_text('["intruder"]\n')
+    with pytest.raises(ExportError, match="users.json: checksum mismatch"):
+        verify_bundle(copy)
+
+
+def test_user_features_are_exported(
+    tmp_path: Path, tiny_dataset: Dataset, tiny_split: Split
+) -> None:
+    rng = np.random.default_rng(0)
+    values = rng.integers(1, 3, size=(tiny_dataset.num_users, 2)).astype(np.int64)
+    dataset = replace(tiny_dataset, user_features=UserFeatures(["gender", "age"], [3, 3], values))
+    inputs = replace(_inputs(dataset, tiny_split), dataset=dataset)
+    manifest = write_bundle(tmp_path / "b", _model(dataset, inputs.item_features), inputs)
+    assert manifest["user_tower"]["user_features"] == {
+        "names": ["gender", "age"],
+        "cardinalities": [3, 3],
+    }
+    matrix = np.load(tmp_path / "b" / "user_features.npy", allow_pickle=False)
+    assert matrix.shape == (dataset.num_users + 1, 2) and not matrix[0].any()
+    session = ort.InferenceSession(str(tmp_path / "b" / "user_tower.onnx"))
+    assert [i.name for i in session.get_inputs()] == ["user_idx", "history", "user_features"]
+
+
+def test_large_catalog_gets_an_ann_index_with_measured_recall(
+    tmp_path: Path, tiny_dataset: Dataset, tiny_split: Split
+) -> None:
+    inputs = _inputs(tiny_dataset, tiny_split)
+    manifest = write_bundle(
+        tmp_path / "b",
+        _model(tiny_dataset, inputs.item_features),
+        inputs,
+        index_spec=IndexSpec(exact_threshold=10),
+    )
+    assert manifest["index"]["type"] == "hnsw"
+    assert set(manifest["index"]["params"]) == {"M", "efConstruction", "efSearch"}
+    assert 0.9 <= manifest["index"]["recall_at_100"] <= 1.0

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from models.train import TrainConfig, Trainer, _log_inclusion, make_windows, train
+from models.types import Dataset, Split
+
+
+def test_windows_predict_the_next_items_of_each_position() -> None:
+    sequences = [np.array([10, 11, 12, 13, 14], dtype=np.int64), np.array([5], dtype=np.int64)]
+    windows = make_windows(sequences, history_length=3, padding_idx=99, ahead=2, stride=3)
+    assert windows.user_idx.tolist() == [1, 1]
+    assert windows.inputs.tolist() == [[11, 12, 13], [99, 99, 10]]
+    assert windows.targets[0].tolist() == [[12, 13], [13, 14], [14, -1]]
+    assert windows.targets[1].tolist() == [[-1, -1], [-1, -1], [11, 12]]
+
+
+def test_windows_need_two_items() -> None:
+    with pytest.raises(ValueError, match="no training windows"):
+        make_windows([np.array([1])], history_length=3, padding_idx=9, ahead=1, stride=3)
+
+
+def test_log_inclusion_is_a_probability_growing_with_popularity() -> None:
+    counts = np.array([100.0, 10.0, 1.0, 1.0])
+    log_q = _log_inclusion(counts, num_targets=5, num_uniform=2).numpy()
+    assert (log_q <= 0).all()
+    assert log_q[0] > log_q[1] > log_q[2]
+    assert log_q[2] > math.log(0.5)  # the uniform sampler alone picks 2 of 4
+    assert np.allclose(_log_inclusion(counts, num_targets=5, num_uniform=4).numpy(), 0.0)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dataset: Dataset, tiny_split: Split) -> object:
+    return train(
+        tiny_dataset, tiny_split, TrainConfig.tiny(max_epochs=4, patience=4), progress=False
+    )
+
+
+def test_training_learns_beyond_chance(trained: object, tiny_dataset: Dataset) -> None:
+    from models.train import TrainResult
+
+    assert isinstance(trained, TrainResult)
+    chance = 20 / tiny_dataset.num_items
+    assert trained.test_metrics["recall@20"] > 2 * chance
+    assert len(trained.curve) == 4
+    assert all({"epoch", "loss", "valid_recall@20"} <= set(p) for p in trained.curve)
+    assert trained.curve[-1]["loss"] < trained.curve[0]["loss"]
+    best = max(p["valid_recall@20"] for p in trained.curve)
+    assert trained.valid_metrics["recall@20"] == best
+    assert trained.curve[trained.best_epoch - 1]["valid_recall@20"] == best
+
+
+def test_training_is_deterministic(tiny_dataset: Dataset, tiny_split: Split) -> None:
+    config = TrainConfig.tiny(max_epochs=1)
+    first = train(tiny_dataset, tiny_split, config, progress=False)
+    second = train(tiny_dataset, tiny_split, config, progress=False)
+    assert first.test_metrics == second.test_metrics
+    assert first.curve == second.curve
+
+
+@pytest.mark.parametrize("loss", ["dexml", "auc"])
+def test_every_loss_trains(tiny_dataset: Dataset, tiny_split: Split, loss: str) -> None:
+    config = TrainConfig.tiny(max_epochs=2, loss=loss, num_negatives=50, targets_ahead=3)
+    result = train(tiny_dataset, tiny_split, config, progress=False)
+    assert result.test_metrics["recall@20"] > 20 / tiny_dataset.num_items
+
+
+def test_refit_trains_on_train_full_for_the_best_epoch_count(
+    tiny_dataset: Dataset, tiny_split: Split
+) -> None:
+    config = TrainConfig.tiny(max_epochs=2, refit=True)
+    result = train(tiny_dataset, tiny_split, config, progress=False)
+    assert 1 <= result.best_epoch <= 2
+    assert 0.0 <= result.test_metrics["recall@20"] <= 1.0
+
+
+def test_user_embeddings_use_the_given_history(tiny_dataset: Dataset, tiny_split: Split) -> None:
+    trainer = Trainer(tiny_dataset, tiny_split, TrainConfig.tiny(), progress=False)
+    model = trainer.new_model()
+    before = trainer.embed_users(model, tiny_split.train)
+    after = trainer.embed_users(model, tiny_split.train_full)
+    assert before.shape == (tiny_dataset.num_users, 16)
+    changed = np.unique(tiny_split.valid.user)
+    assert not np.allclose(before[changed].numpy(), after[changed].numpy())
+
+
+def test_tiny_config_overrides() -> None:
+    config = TrainConfig.tiny(max_epochs=1, loss="auc")
+    assert config.max_epochs == 1 and config.loss == "auc"
+    assert replace(config, seed=3).seed == 3

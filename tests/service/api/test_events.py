@@ -1,0 +1,81 @@
+"""POST /v1/events: accepted events reach the next recommend (history, exclusion, cache)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.service.api.helpers import items, metric, users
+
+
+async def test_a_click_is_reflected_by_the_next_recommend(
+    client: httpx.AsyncClient, bundle_dir: Path
+) -> None:
+    user = users(bundle_dir)[10]
+    before = (await client.post("/v1/recommend", json={"user_id": user, "k": 10})).json()
+    clicked = before["items"][0]["item_id"]
+    started = time.monotonic()
+    response = await client.post(
+        "/v1/events", json={"user_id": user, "item_id": clicked, "type": "click"}
+    )
+    assert response.status_code == 202
+    assert response.json() == {"accepted": 1}
+    after = (await client.post("/v1/recommend", json={"user_id": user, "k": 10})).json()
+    assert time.monotonic() - started < 1.0
+    returned = [i["item_id"] for i in after["items"]]
+    assert clicked not in returned  # now seen: excluded
+    assert len(returned) == 10
+
+
+async def test_events_give_an_unknown_user_a_history_based_answer(
+    client: httpx.AsyncClient, bundle_dir: Path
+) -> None:
+    catalog = items(bundle_dir)
+    events = [
+        {
+            "user_id": "newcomer",
+            "item_id": item["item_id"],
+            "type": "view",
+            "timestamp": 1_700_000_000 + n,
+        }
+        for n, item in enumerate(catalog[:3])
+    ]
+    assert (await client.post("/v1/events", json=events)).status_code == 202
+    body = (await client.post("/v1/recommend", json={"user_id": "newcomer"})).json()
+    assert body["fallback"] is None
+    assert not {e["item_id"] for e in events} & {i["item_id"] for i in body["items"]}
+
+
+async def test_the_embedding_changes_after_an_event(
+    client: httpx.AsyncClient, bundle_dir: Path
+) -> None:
+    user = users(bundle_dir)[11]
+    catalog = items(bundle_dir)
+    first = (await client.post("/v1/recommend", json={"user_id": user, "k": 50})).json()
+    scores_before = {i["item_id"]: i["score"] for i in first["items"]}
+    events = [
+        {"user_id": user, "item_id": catalog[-1 - n]["item_id"], "type": "purchase"}
+        for n in range(5)
+    ]
+    await client.post("/v1/events", json=events)
+    second = (await client.post("/v1/recommend", json={"user_id": user, "k": 50})).json()
+    common = set(scores_before) & {i["item_id"] for i in second["items"]}
+    assert any(
+        abs(scores_before[i["item_id"]] - i["score"]) > 1e-6
+        for i in second["items"]
+        if i["item_id"] in common
+    )
+
+
+async def test_events_are_counted_by_type(client: httpx.AsyncClient, bundle_dir: Path) -> None:
+    before = (await client.get("/metrics")).text
+    item = items(bundle_dir)[0]["item_id"]
+    body = [{"user_id": "c", "item_id": item, "type": "rating", "value": 4.5}] * 3
+    assert (await client.post("/v1/events", json=body)).status_code == 202
+    after = (await client.get("/metrics")).text
+    delta = metric(after, "duet_events_ingested_total", type="rating") - metric(
+        before, "duet_events_ingested_total", type="rating"
+    )
+    assert delta == 3

@@ -1,0 +1,104 @@
+"""Retriever: `k` results whenever `k` rows qualify, exact for flat, complete for ANN indexes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from service.retriever import Retriever, SearchSettings
+
+N, DIM = 600, 8
+
+
+@pytest.fixture(scope="module")
+def embeddings() -> npt.NDArray[np.float32]:
+    vectors = np.random.default_rng(0).normal(size=(N, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors
+
+
+def _index(kind: str, embeddings: npt.NDArray[np.float32]) -> Any:
+    if kind == "flat_ip":
+        index = faiss.IndexFlatIP(DIM)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(DIM, 8, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = 16
+    else:
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(DIM), DIM, 16, faiss.METRIC_INNER_PRODUCT)
+        index.train(embeddings)
+        index.nprobe = 1
+    index.add(embeddings)
+    return index
+
+
+@pytest.fixture(params=["flat_ip", "hnsw", "ivf"])
+def retriever(request: pytest.FixtureRequest, embeddings: npt.NDArray[np.float32]) -> Retriever:
+    return Retriever(_index(request.param, embeddings), embeddings, request.param)
+
+
+def _exact(
+    embeddings: npt.NDArray[np.float32], query: npt.NDArray[np.float32], allowed: set[int], k: int
+) -> list[int]:
+    scores = embeddings @ query
+    return sorted(allowed, key=lambda r: -scores[r])[:k]
+
+
+def test_plain_search_excludes_and_fills_the_page(
+    retriever: Retriever, embeddings: npt.NDArray[np.float32]
+) -> None:
+    query = embeddings[0]
+    top = _exact(embeddings, query, set(range(N)), 30)
+    excluded = set(top[:20])
+    rows, scores = retriever.search(query, 10, excluded=excluded)
+    assert len(rows) == 10
+    assert not excluded & set(rows)
+    assert scores == sorted(scores, reverse=True)
+    if retriever.exact:
+        assert rows == top[20:30]
+
+
+def test_a_restrictive_filter_still_returns_every_qualifying_row(
+    retriever: Retriever, embeddings: npt.NDArray[np.float32]
+) -> None:
+    allowed = np.zeros(N, dtype=np.bool_)
+    allowed[[5, 77, 300, 301, 599]] = True
+    rows, _ = retriever.search(embeddings[1], 10, excluded={300}, allowed=allowed)
+    assert sorted(rows) == [5, 77, 301, 599]
+
+
+def test_filtered_search_is_exact_on_the_allowed_rows(
+    retriever: Retriever, embeddings: npt.NDArray[np.float32]
+) -> None:
+    allowed = np.zeros(N, dtype=np.bool_)
+    allowed[::3] = True
+    query = embeddings[2]
+    rows, _ = retriever.search(query, 12, excluded={0, 3}, allowed=allowed)
+    expected = _exact(embeddings, query, set(np.flatnonzero(allowed).tolist()) - {0, 3}, 12)
+    assert len(rows) == 12
+    assert set(rows) <= set(np.flatnonzero(allowed).tolist()) - {0, 3}
+    if retriever.exact:
+        assert rows == expected
+
+
+def test_many_exclusions_use_the_selector_path(
+    retriever: Retriever, embeddings: npt.NDArray[np.float32]
+) -> None:
+    excluded = set(range(0, N - 5))
+    rows, _ = retriever.search(embeddings[3], 10, excluded=excluded)
+    assert sorted(rows) == list(range(N - 5, N))
+
+
+def test_nothing_qualifies(retriever: Retriever, embeddings: npt.NDArray[np.float32]) -> None:
+    assert retriever.search(embeddings[4], 5, excluded=set(range(N))) == ([], [])
+    assert retriever.search(embeddings[4], 5, allowed=np.zeros(N, dtype=np.bool_)) == ([], [])
+
+
+def test_arm_search_settings_are_applied(embeddings: npt.NDArray[np.float32]) -> None:
+    retriever = Retriever(_index("hnsw", embeddings), embeddings, "hnsw")
+    wide = SearchSettings(overfetch=4.0, ef_search=256)
+    rows, _ = retriever.search(embeddings[5], 10, settings=wide)
+    assert rows == _exact(embeddings, embeddings[5], set(range(N)), 10)
