@@ -43,15 +43,20 @@ def markdown(result: dict[str, Any]) -> str:
         f"{r['wrk_threads']} thread, {r['connections']} connections, {r['duration_s']:g} s per "
         "scenario after a warm-up.",
         "",
-        "| scenario | what | req/s | p50 ms | p99 ms | vs hello | failed |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| scenario | what | req/s | p50 ms | p99 ms | vs hello | failed | tower runs/req "
+        "| cache hits/req |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     hello = result["scenarios"].get("hello", {}).get("rps") or 0.0
     for name, s in result["scenarios"].items():
         ratio = f"{s['rps'] / hello:.2f}" if hello else "-"
+        svc = s.get("service") or {}
+        encodes = f"{svc['encodes_per_request']:.2f}" if svc else "-"
+        hits = f"{svc['cache_hits_per_request']:.2f}" if svc else "-"
+        breaker = " (breaker open)" if svc.get("breaker_open_at_end") else ""
         lines.append(
             f"| {name} | {SCENARIOS.get(name, name)} | {s['rps']:,.0f} | {s['p50_ms']:.2f} "
-            f"| {s['p99_ms']:.2f} | {ratio} | {s['failed']} |"
+            f"| {s['p99_ms']:.2f} | {ratio} | {s['failed']}{breaker} | {encodes} | {hits} |"
         )
     if result.get("paced"):
         lines += [

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import report
+import scrape
 import wrk
 from processes import (
     LOOPBACK,
@@ -222,9 +223,13 @@ def _measure(
         child, base = children["hello" if name == "hello" else "service"]
         if args.warmup > 0:
             wrk.run(base, name, duration_s=args.warmup, **run)
+        before = scrape.sample(children["service"][1])
         result = wrk.run(base, name, duration_s=args.duration, **run)
         child.check_alive()
         scenarios[name] = result.as_dict()
+        if name != "hello":
+            after = scrape.sample(children["service"][1])
+            scenarios[name]["service"] = scrape.delta(before, after, result.requests)
         print(
             f"duet-bench: {name:18s} {result.rps:9,.0f} req/s  p50 {result.p50_ms:.2f} ms"
             f"  p99 {result.p99_ms:.2f} ms",

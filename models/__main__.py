@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--items", type=int, default=1_000_000)
     bench.add_argument("--dim", type=int, default=64)
     bench.add_argument("--queries", type=int, default=1000)
-    bench.add_argument("--index", choices=("hnsw", "ivf"), default="hnsw")
+    bench.add_argument("--index", choices=("hnsw", "ivf"), default="ivf")
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--json", type=Path, help="also write the figures as JSON")
     return parser

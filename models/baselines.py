@@ -26,11 +26,13 @@ TUNING_METRIC = "recall@20"
 KNN_GRID: tuple[dict[str, float], ...] = tuple(
     {"neighbours": k, "shrink": s} for k, s in ((50, 10.0), (200, 10.0), (200, 50.0), (1000, 10.0))
 )
+# Explored on the three MovieLens sets: strong regularisation with a small alpha wins there;
+# 128 factors and reg ≤ 0.5 never beat 32-64 factors with reg 5-20.
 IALS_GRID: tuple[dict[str, float], ...] = tuple(
     {"factors": f, "regularization": r, "alpha": a, "iterations": 15}
-    for f in (64, 128)
-    for r in (0.05, 0.5)
-    for a in (0.5, 2.0)
+    for f in (32, 64)
+    for r in (5.0, 20.0)
+    for a in (1.0, 2.0)
 )
 _THREADS = 2
 
@@ -78,22 +80,24 @@ class ItemKNN:
     def fit(self, train: Interactions, num_users: int, num_items: int) -> Self:
         self.matrix = binary_matrix(train, num_users, num_items)
         by_item = self.matrix.T.tocsr()
-        columns = self.matrix.tocsc()
+        dense = self.matrix.toarray()
         norms = np.sqrt(np.asarray(self.matrix.sum(axis=0)).ravel()).astype(np.float32)
         k = min(self.neighbours, max(num_items - 1, 1))
         rows, cols, vals = [], [], []
         for start in range(0, num_items, self.block):
             stop = min(start + self.block, num_items)
-            cooc = np.asarray((by_item @ columns[:, start:stop]).todense(), dtype=np.float32)
-            sim = cooc / (norms[:, None] * norms[None, start:stop] + self.shrink + 1e-12)
-            sim[np.arange(start, stop), np.arange(stop - start)] = 0.0
-            top = np.argpartition(-sim, k - 1, axis=0)[:k] if k < num_items else None
-            if top is None:
-                top = np.broadcast_to(np.arange(num_items)[:, None], sim.shape)
-            values = np.take_along_axis(sim, top, axis=0)
+            # Row t of the block: similarities of target item start + t to every item.
+            sim = np.asarray(by_item[start:stop] @ dense, dtype=np.float32)
+            sim /= norms[start:stop, None] * norms[None, :] + self.shrink + 1e-12
+            sim[np.arange(stop - start), np.arange(start, stop)] = 0.0
+            if k < num_items:
+                top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+            else:
+                top = np.broadcast_to(np.arange(num_items), sim.shape)
+            values = np.take_along_axis(sim, top, axis=1)
             keep = values > 0
             rows.append(top[keep])
-            cols.append(np.broadcast_to(np.arange(start, stop), top.shape)[keep])
+            cols.append(np.broadcast_to(np.arange(start, stop)[:, None], top.shape)[keep])
             vals.append(values[keep])
         self.similarity = sp.csr_matrix(
             (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from models import synth
@@ -120,6 +121,7 @@ def write_synthetic(dataset: Dataset, out: Path) -> None:
     inter = dataset.interactions
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary directory
         users = pa.array(dataset.user_ids, pa.string())
         items = pa.array(dataset.items.ids, pa.string())
         pq.write_table(
@@ -299,17 +301,17 @@ def _assemble(
         )
     else:
         meta = meta[~meta.index.duplicated(keep="first")]
-        absent = ~pd.Index(items).isin(meta.index)
-        if absent.any():
-            example = items[int(np.flatnonzero(absent)[0])]
+        where = pd.Index(meta.index, dtype=object).get_indexer(pd.Index(items, dtype=object))
+        if (where < 0).any():
+            absent = np.flatnonzero(where < 0)
             raise DatasetError(
-                f"{meta_source}: {int(absent.sum())} interacted item(s) missing from the "
-                f"metadata, e.g. item_id {example!r}"
+                f"{meta_source}: {absent.size} interacted item(s) missing from the "
+                f"metadata, e.g. item_id {items[absent[0]]!r}"
             )
-        rows = meta.loc[items]
+        rows = meta.iloc[where]
         catalog = Items(
             ids=item_list,
-            titles=[str(t) for t in rows["title"]],
+            titles=rows["title"].to_numpy(dtype=object).astype(str).tolist(),
             genres=list(rows["genres"]),
             years=rows["year"].to_numpy(dtype=np.int64),
         )
@@ -338,7 +340,7 @@ def _meta_frame(
 ) -> pd.DataFrame:
     return pd.DataFrame(
         {"title": titles, "genres": genres, "year": np.asarray(years, dtype=np.int64)},
-        index=pd.Index(np.asarray(ids, dtype=str).astype(object), name="item_id"),
+        index=pd.Index(np.asarray(ids, dtype=str).astype(object), name="item_id", dtype=object),
     )
 
 
@@ -348,12 +350,22 @@ def _genre_tuple(text: str) -> tuple[str, ...]:
     return tuple(g for g in text.split("|") if g)
 
 
+def _genre_tuples(texts: pd.Series) -> list[tuple[str, ...]]:
+    """'A|B' strings -> tuples, parsing each distinct string once (catalogs repeat them)."""
+    codes, uniques = pd.factorize(texts.to_numpy(dtype=object))
+    parsed = np.empty(len(uniques) + 1, dtype=object)
+    parsed[:-1] = [_genre_tuple(str(u)) for u in uniques]
+    parsed[-1] = ()  # code -1: missing
+    result: list[tuple[str, ...]] = parsed[codes].tolist()
+    return result
+
+
 def _movie_meta(ids: np.ndarray, raw_titles: pd.Series, raw_genres: pd.Series) -> pd.DataFrame:
     split = [_split_title(t) for t in raw_titles]
     return _meta_frame(
         ids,
         [t for t, _ in split],
-        [_genre_tuple(g) for g in raw_genres],
+        _genre_tuples(raw_genres),
         np.array([y for _, y in split], dtype=np.int64),
     )
 
@@ -504,17 +516,17 @@ def _read_any(path: Path, columns: list[str], optional: list[str]) -> pd.DataFra
     missing = [c for c in columns if c not in table.column_names]
     if missing:
         raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}")
-    frame = table.select(columns + [c for c in optional if c in table.column_names]).to_pandas()
-    out = pd.DataFrame(index=frame.index)
-    for column in frame.columns:
-        series = frame[column]
-        if pd.api.types.is_datetime64_any_dtype(series):
-            since_epoch = pd.to_datetime(series, utc=True) - pd.Timestamp(0, tz="UTC")
-            series = since_epoch // pd.Timedelta(seconds=1)
-        if column == "genres" and series.map(lambda v: isinstance(v, list | np.ndarray)).any():
-            series = series.map(lambda v: "|".join(v) if v is not None else "")
-        out[column] = series.astype(object).where(series.notna(), "").astype(str)
-    return out
+    table = table.select(columns + [c for c in optional if c in table.column_names])
+    out = {}
+    for column in table.column_names:
+        values = table[column]
+        if pa.types.is_timestamp(values.type):
+            values = pc.cast(pc.cast(values, pa.timestamp("s", tz="UTC")), pa.int64())
+        elif pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+            values = pc.binary_join(values, "|")
+        values = pc.fill_null(pc.cast(values, pa.string()), "")
+        out[column] = values.to_numpy(zero_copy_only=False).astype(object)
+    return pd.DataFrame(out, dtype=object)
 
 
 def _timestamps(frame: pd.DataFrame, path: Path) -> IntArray:
@@ -551,7 +563,7 @@ def _load_generic(data_dir: Path, name: str) -> Dataset:
     if meta_path is not None:
         raw = _read_any(meta_path, ["item_id"], ["title", "genres", "year"])
         titles = list(raw["title"]) if "title" in raw.columns else [""] * len(raw)
-        genres = [_genre_tuple(g) for g in raw["genres"]] if "genres" in raw.columns else None
+        genres = _genre_tuples(raw["genres"]) if "genres" in raw.columns else None
         years = np.zeros(len(raw), dtype=np.int64)
         if "year" in raw.columns:
             parsed = pd.to_numeric(raw["year"].str.strip(), errors="coerce")

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from models.features import ItemFeatures
-from models.index import BuiltIndex, IndexSpec, build_index, query_sample, recall_at_k
+from models.index import BuiltIndex, IndexSpec, build_index, query_sample
 from models.towers import TwoTower, UserTower
 from models.types import Dataset, Interactions
 
@@ -59,7 +59,8 @@ class _UserWithFeatures(nn.Module):
         self.tower = tower
 
     def forward(self, user_idx: Tensor, history: Tensor, user_features: Tensor) -> Tensor:
-        return self.tower(user_idx, history, user_features)
+        out: Tensor = self.tower(user_idx, history, user_features)
+        return out
 
 
 def _onnx_bytes(
@@ -72,7 +73,7 @@ def _onnx_bytes(
         torch.onnx.export(
             module,
             args,
-            buffer,
+            buffer,  # type: ignore[arg-type]  # file-like objects are accepted
             input_names=inputs,
             output_names=[output],
             dynamic_axes=axes,
@@ -146,7 +147,7 @@ def item_embeddings(model: TwoTower, features: ItemFeatures) -> np.ndarray:
             torch.from_numpy(features.year)[rows],
             torch.from_numpy(features.title_tokens)[rows],
         )
-    return out.numpy().astype(np.float32)
+    return np.asarray(out.numpy(), dtype=np.float32)
 
 
 def _sha256(path: Path) -> str:
@@ -240,9 +241,8 @@ def write_bundle(
     user_features = _user_features_matrix(dataset)
     user_onnx, item_onnx, parity = export_towers(model, features, user_features)
     embeddings = item_embeddings(model, features)
-    built: BuiltIndex = build_index(embeddings, index_spec)
     queries = query_sample(embeddings, inputs.user_queries, count=1000)
-    built.recall_at_100 = recall_at_k(built, embeddings, queries, 100)
+    built: BuiltIndex = build_index(embeddings, queries, index_spec)
 
     with atomic_directory(out) as tmp:
         (tmp / "user_tower.onnx").write_bytes(user_onnx)
@@ -259,16 +259,16 @@ def write_bundle(
         files = {
             p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in sorted(tmp.iterdir())
         }
-        manifest = _manifest(out, model, inputs, built, files, parity)
+        manifest = _manifest(model, inputs, built, files=files, parity=parity)
         _write_json(tmp / "manifest.json", manifest)
     return manifest
 
 
 def _manifest(
-    out: Path,
     model: TwoTower,
     inputs: BundleInputs,
     built: BuiltIndex,
+    *,
     files: dict[str, dict[str, Any]],
     parity: dict[str, float],
 ) -> dict[str, Any]:

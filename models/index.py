@@ -10,7 +10,7 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 
-from models.types import FloatArray
+from models.types import FloatArray, IntArray
 
 IndexType = Literal["flat_ip", "hnsw", "ivf"]
 EXACT_THRESHOLD = 100_000
@@ -18,17 +18,24 @@ EXACT_THRESHOLD = 100_000
 
 @dataclass(frozen=True)
 class IndexSpec:
-    """How to index: `kind=None` picks flat_ip up to `exact_threshold` items, else `large`."""
+    """How to index: `kind=None` picks flat_ip up to `exact_threshold` items, else `large`.
+
+    The approximate index's search knob (efSearch / nprobe) is raised step by step until the
+    measured recall@100 reaches `target_recall`, so the manifest's figure is what serving gets.
+    """
 
     kind: IndexType | None = None
-    large: IndexType = "hnsw"
+    large: IndexType = "ivf"
     exact_threshold: int = EXACT_THRESHOLD
+    target_recall: float = 0.95
     hnsw_m: int = 32
     hnsw_ef_construction: int = 64
-    hnsw_ef_search: int = 128
-    ivf_nlist: int = 0  # 0 = 4 * sqrt(n)
-    ivf_nprobe: int = 32
+    ivf_nlist: int = 0  # 0 = 2 * sqrt(n)
+    ivf_train_per_list: int = 40
     threads: int = 2
+
+
+SEARCH_STEPS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 
 
 @dataclass
@@ -39,50 +46,72 @@ class BuiltIndex:
     recall_at_100: float = 1.0
 
 
-def build_index(embeddings: FloatArray, spec: IndexSpec | None = None) -> BuiltIndex:
-    """Index `embeddings` (rows L2-normalised) for inner-product search; FAISS id == row."""
+def exact_top_k(embeddings: FloatArray, queries: FloatArray, k: int) -> IntArray:
+    exact = faiss.IndexFlatIP(embeddings.shape[1])
+    exact.add(np.ascontiguousarray(embeddings, dtype=np.float32))
+    _, truth = exact.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    return np.asarray(truth, dtype=np.int64)
+
+
+def recall_against(index: Any, queries: FloatArray, truth: IntArray) -> float:
+    """Mean fraction of the exact top-k (`truth`) that `index` returns."""
+    k = int(truth.shape[1])
+    _, found = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    hits: int = sum(
+        len(set(t.tolist()) & set(f.tolist())) for t, f in zip(truth, found, strict=True)
+    )
+    return float(hits) / float(len(truth) * k)
+
+
+def build_index(
+    embeddings: FloatArray, queries: FloatArray, spec: IndexSpec | None = None, *, k: int = 100
+) -> BuiltIndex:
+    """Index `embeddings` (rows L2-normalised) for inner-product search; FAISS id == row.
+
+    `queries` measure recall@k against exact search (and tune the approximate index)."""
     spec = spec or IndexSpec()
     faiss.omp_set_num_threads(spec.threads)
     vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
     n, dim = vectors.shape
+    k = min(k, n)
     kind = spec.kind or ("flat_ip" if n <= spec.exact_threshold else spec.large)
+    index: Any
     if kind == "flat_ip":
         index = faiss.IndexFlatIP(dim)
         index.add(vectors)
-        return BuiltIndex(index, "flat_ip", {})
+        truth = exact_top_k(vectors, queries, k)
+        return BuiltIndex(index, "flat_ip", {}, recall_against(index, queries, truth))
     if kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = spec.hnsw_ef_construction
-        index.hnsw.efSearch = spec.hnsw_ef_search
         index.add(vectors)
-        params = {
-            "M": spec.hnsw_m,
-            "efConstruction": spec.hnsw_ef_construction,
-            "efSearch": spec.hnsw_ef_search,
-        }
-        return BuiltIndex(index, "hnsw", params)
-    nlist = spec.ivf_nlist or max(1, min(n // 39, int(4 * math.sqrt(n))))
-    quantizer = faiss.IndexFlatIP(dim)
-    index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    rng = np.random.default_rng(0)
-    sample = vectors[rng.choice(n, size=min(n, nlist * 64), replace=False)]
-    index.train(sample)
-    index.add(vectors)
-    index.nprobe = min(spec.ivf_nprobe, nlist)
-    return BuiltIndex(index, "ivf", {"nlist": nlist, "nprobe": int(index.nprobe)})
+        params = {"M": spec.hnsw_m, "efConstruction": spec.hnsw_ef_construction}
+        knob = "efSearch"
 
+        def set_knob(value: int) -> None:
+            index.hnsw.efSearch = max(value, k)
+    else:
+        nlist = spec.ivf_nlist or max(1, min(n // spec.ivf_train_per_list, int(2 * math.sqrt(n))))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(0)
+        size = min(n, nlist * spec.ivf_train_per_list)
+        index.train(vectors[np.sort(rng.choice(n, size=size, replace=False))])
+        index.add(vectors)
+        params = {"nlist": nlist}
+        knob = "nprobe"
 
-def recall_at_k(built: BuiltIndex, embeddings: FloatArray, queries: FloatArray, k: int) -> float:
-    """Mean fraction of the exact top-k (brute force) that the index returns."""
-    vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
-    q = np.ascontiguousarray(queries, dtype=np.float32)
-    k = min(k, len(vectors))
-    exact = faiss.IndexFlatIP(vectors.shape[1])
-    exact.add(vectors)
-    _, truth = exact.search(q, k)
-    _, found = built.index.search(q, k)
-    hits = sum(len(set(t.tolist()) & set(f.tolist())) for t, f in zip(truth, found, strict=True))
-    return hits / (len(q) * k)
+        def set_knob(value: int) -> None:
+            index.nprobe = min(value, nlist)
+
+    truth = exact_top_k(vectors, queries, k)
+    recall = 0.0
+    for value in SEARCH_STEPS:
+        set_knob(value)
+        recall = recall_against(index, queries, truth)
+        if recall >= spec.target_recall:
+            break
+    effective = int(index.hnsw.efSearch) if kind == "hnsw" else int(index.nprobe)
+    return BuiltIndex(index, kind, {**params, knob: effective}, recall)
 
 
 def query_sample(

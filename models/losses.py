@@ -5,6 +5,8 @@ Every loss sees the same inputs, so they can be swapped by name:
   see `corrected_logits`);
 - `positives` `[rows, k]`: candidate column of each of the row's targets, `-1` where absent
   (column 0 always present).
+- `ignore` (optional) `[rows, m]`: candidate columns that are neither positive nor negative
+  (e.g. items the user already has, which the evaluation excludes anyway), `-1` where absent.
 Every other candidate of the row is its negative: a candidate that is one of the row's positives
 (an accidental hit) is masked out of the negatives. Each loss is the mean over (row, positive).
 """
@@ -30,12 +32,19 @@ def corrected_logits(scores: Tensor, log_q: Tensor | None, temperature: float) -
     return logits if log_q is None else logits - log_q.unsqueeze(0)
 
 
-def _split(logits: Tensor, positives: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(positive logits [rows, k], their validity, logits with every positive masked out)."""
+def _split(
+    logits: Tensor, positives: Tensor, ignore: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(positive logits [rows, k], their validity, logits with positives and ignored masked)."""
     valid = positives >= 0
     filled = torch.where(valid, positives, positives[:, :1])  # column 0 is always a positive
+    if ignore is not None:  # -1 -> column 0's positive, which is masked anyway
+        filled_ignore = torch.where(ignore >= 0, ignore, positives[:, :1])
+        masked = torch.cat([filled, filled_ignore], dim=1)
+    else:
+        masked = filled
     pos = logits.gather(1, filled)
-    negatives_only = logits.scatter(1, filled, _NEG_INF)
+    negatives_only = logits.scatter(1, masked, _NEG_INF)
     return pos, valid, negatives_only
 
 
@@ -43,26 +52,26 @@ def _mean(values: Tensor, valid: Tensor) -> Tensor:
     return (values * valid).sum() / valid.sum().clamp(min=1)
 
 
-def sampled_softmax(logits: Tensor, positives: Tensor) -> Tensor:
+def sampled_softmax(logits: Tensor, positives: Tensor, ignore: Tensor | None = None) -> Tensor:
     """Softmax cross-entropy of each positive against the row's negatives (the row's other
     positives are accidental hits, left out of the denominator)."""
-    pos, valid, negatives = _split(logits, positives)
+    pos, valid, negatives = _split(logits, positives, ignore)
     neg = negatives.logsumexp(dim=1, keepdim=True)
     return _mean(torch.logaddexp(neg, pos) - pos, valid)
 
 
-def decoupled_softmax(logits: Tensor, positives: Tensor) -> Tensor:
+def decoupled_softmax(logits: Tensor, positives: Tensor, ignore: Tensor | None = None) -> Tensor:
     """DEXML (Gupta et al., ICLR 2024): the positive is removed from its own denominator,
     loss = -s_pos + logsumexp(negatives), so the positives of a multi-label row never compete."""
-    pos, valid, negatives = _split(logits, positives)
+    pos, valid, negatives = _split(logits, positives, ignore)
     neg = negatives.logsumexp(dim=1, keepdim=True)
     return _mean(neg - pos, valid)
 
 
-def auc_loss(logits: Tensor, positives: Tensor) -> Tensor:
+def auc_loss(logits: Tensor, positives: Tensor, ignore: Tensor | None = None) -> Tensor:
     """Smooth 1 - AUC (Mann-Whitney): mean softplus(s_neg - s_pos) over positive-negative
     pairs ("Optimizing What Matters: AUC-Driven Learning for Robust Neural Retrieval")."""
-    pos, valid, negatives = _split(logits, positives)
+    pos, valid, negatives = _split(logits, positives, ignore)
     weights = (negatives > _NEG_INF / 2).to(logits.dtype)
     count = weights.sum(1).clamp(min=1)
     per_positive = torch.stack(
@@ -75,7 +84,7 @@ def auc_loss(logits: Tensor, positives: Tensor) -> Tensor:
     return _mean(per_positive, valid)
 
 
-LOSSES: dict[LossName, Callable[[Tensor, Tensor], Tensor]] = {
+LOSSES: dict[LossName, Callable[[Tensor, Tensor, Tensor | None], Tensor]] = {
     "logq": sampled_softmax,
     "dexml": decoupled_softmax,
     "auc": auc_loss,

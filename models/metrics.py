@@ -68,7 +68,11 @@ def evaluate_ranking(
 
 
 def _top_k(scores: FloatArray, k: int) -> IntArray:
-    """Indices of the k best scores per row, best first (ties: lower item row first)."""
+    """Indices of the k best scores per row, best first.
+
+    Ties within the k are ordered by item row; which of several items tied at the k-th score
+    make the cut is argpartition's (deterministic) choice.
+    """
     if k < scores.shape[1]:
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     else:

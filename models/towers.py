@@ -59,7 +59,8 @@ class ItemTower(nn.Module):
     def content(self, genres: Tensor, year: Tensor, title_tokens: Tensor) -> Tensor:
         present = (title_tokens > 0).float().unsqueeze(-1)
         title = (self.title(title_tokens) * present).sum(1) / present.sum(1).clamp(min=1.0)
-        return self.genres(genres) + self.year(year.unsqueeze(-1)) + self.title_proj(title)
+        out: Tensor = self.genres(genres) + self.year(year.unsqueeze(-1)) + self.title_proj(title)
+        return out
 
     def forward(
         self, item_idx: Tensor, genres: Tensor, year: Tensor, title_tokens: Tensor
@@ -92,7 +93,8 @@ class _CausalSelfAttention(nn.Module):
         scores = q @ k.transpose(-1, -2) / math.sqrt(dim // self.heads) + bias.unsqueeze(1)
         attended = (self.drop(scores.softmax(-1)) @ v).transpose(1, 2).reshape(b, length, dim)
         x = x + self.drop(self.proj(attended))
-        return x + self.drop(self.ffn(self.norm2(x)))
+        out: Tensor = x + self.drop(self.ffn(self.norm2(x)))
+        return out
 
 
 class AttentionPooling(nn.Module):
@@ -119,7 +121,8 @@ class AttentionPooling(nn.Module):
         bias = torch.zeros(allowed.shape, device=x.device).masked_fill(~allowed, -1e9)
         for block in self.blocks:
             x = block(x, bias)
-        return self.norm(x)
+        out: Tensor = self.norm(x)
+        return out
 
 
 class RecencyMeanPooling(nn.Module):
@@ -146,7 +149,7 @@ class GRUPooling(nn.Module):
         self.gru = nn.GRU(config.dim, config.dim, batch_first=True)
 
     def forward(self, x: Tensor, pad: Tensor) -> Tensor:
-        out, _ = self.gru(x * (~pad).to(x.dtype).unsqueeze(-1))
+        out: Tensor = self.gru(x * (~pad).to(x.dtype).unsqueeze(-1))[0]
         return out
 
 
@@ -202,7 +205,8 @@ class UserTower(nn.Module):
             for column, table in enumerate(self.features):
                 static = static + table(user_features[:, column])
         static = static.unsqueeze(1).expand(-1, pooled.shape[1], -1)
-        return self.head(self.drop(torch.cat([pooled, static], dim=-1)))
+        out: Tensor = self.head(self.drop(torch.cat([pooled, static], dim=-1)))
+        return out
 
     def forward(
         self, user_idx: Tensor, history: Tensor, user_features: Tensor | None = None

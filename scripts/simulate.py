@@ -166,14 +166,18 @@ def better_arm(report: dict[str, Any], alpha: float = 0.05) -> str:
 
 
 def render(report: dict[str, Any]) -> str:
-    header = f"{'arm':<14}{'users':>7}{'exposures':>11}{'clicks':>8}{'CTR':>8}  {'95% CI':<17}"
+    header = (
+        f"{'arm':<14}{'users':>7}{'exposures':>11}{'clicked':>9}{'clicks':>8}{'CTR':>8}"
+        f"  {'95% CI':<17}"
+    )
     lines = [f"experiment {report['experiment']} (control: {report['control']})", header]
     for arm in report["arms"]:
         lift = "" if arm["lift"] is None else f"lift {arm['lift']:+.1%}"
         p_value = "" if arm["p_value"] is None else f"p={arm['p_value']:.3g}"
         interval = f"[{arm['ctr_ci_low']:.3f}, {arm['ctr_ci_high']:.3f}]"
         lines.append(
-            f"{arm['arm']:<14}{arm['users']:>7}{arm['exposures']:>11}{arm['clicks']:>8}"
+            f"{arm['arm']:<14}{arm['users']:>7}{arm['exposures']:>11}"
+            f"{arm['clicked_exposures']:>9}{arm['clicks']:>8}"
             f"{arm['ctr']:>8.3f}  {interval:<17}{lift:<13}{p_value}"
         )
     srm = report["srm"]

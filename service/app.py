@@ -22,12 +22,14 @@ from service import metrics
 from service.api import ROUTERS
 from service.api.middleware import ServingMiddleware
 from service.arms import ArmTable
+from service.broadcast import ReloadFanout
 from service.errors import DuetError
-from service.exposures import ExperimentTracker, open_exposure_log
+from service.exposures import open_exposure_log
 from service.lifecycle import Reloader, ReloadRejectedError, install_sighup
 from service.recommender import Recommender
 from service.settings import Settings
 from service.store import open_store
+from service.tracking import ExperimentTracker
 
 log = logging.getLogger("service")
 
@@ -41,6 +43,10 @@ async def _load(app: FastAPI, settings: Settings) -> None:
     try:
         outcome = await app.state.reloader.reload()
     except ReloadRejectedError as exc:
+        if settings.workers > 1:
+            # A failed startup makes uvicorn's rolling restart (SIGHUP) keep the old worker,
+            # which still serves; a worker alive but not ready would replace it and answer 503.
+            raise
         app.state.not_ready_reason = f"bundle rejected: {exc.message}"
         log.error("not ready: %s", exc.message)
         return
@@ -55,7 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
         store = open_store(settings)
         app.state.settings = settings
         app.state.store = store
-        app.state.recommender = Recommender(store)
+        app.state.recommender = Recommender(store, concurrency=settings.request_concurrency)
         app.state.arms = ArmTable()
         app.state.reloader = Reloader(
             app.state.arms,
@@ -68,11 +74,19 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.not_ready_reason = "starting"
         await _load(app, settings)
         uninstall_sighup = install_sighup(app.state.reloader)
+        fanout = None
+        if settings.redis_url is not None:
+            fanout = ReloadFanout(settings.redis_url, app.state.reloader, timeout_seconds=1.0)
+            fanout.start()
+        app.state.fanout = fanout
         try:
             yield
         finally:
             uninstall_sighup()
+            if fanout is not None:
+                await fanout.stop()
             await app.state.recommender.drain()
+            await app.state.tracker.drain()
             await exposures.close()
             await store.close()
             metrics.mark_process_dead(os.getpid())

@@ -22,7 +22,6 @@ Redis, not a cluster.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
@@ -38,18 +37,14 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
-from service import metrics
-from service.arms import ArmRouter
 from service.errors import StoreUnavailableError
-from service.experiments import ExperimentRouter
-from service.recommender import Event, Recommendation
 from service.settings import Settings
-from service.stats import ArmCounts, ExperimentReport, build_report
+from service.stats import ArmCounts
 from service.store.breaker import CircuitBreaker
 
-log = logging.getLogger(__name__)
 DEFAULT_WINDOW_SECONDS = 1_800.0
 DEFAULT_STREAM_MAXLEN = 100_000
+TRACKING_TIMEOUT_FLOOR_MS = 250
 _FAILURES = (RedisError, OSError, TimeoutError)
 _T = TypeVar("_T")
 
@@ -373,13 +368,17 @@ class RedisExposureLog(ExposureLog):
 
 
 def open_exposure_log(settings: Settings) -> ExposureLog:
-    """Redis when `DUET_REDIS_URL` is set (shared by workers), else in-process."""
+    """Redis when `DUET_REDIS_URL` is set (shared by workers), else in-process.
+
+    Its deadline is at least `TRACKING_TIMEOUT_FLOOR_MS`: a read on the request path can fall
+    back, but a lost exposure biases the report, so tracking waits a little longer.
+    """
     window = settings.attribution_window_seconds
     if settings.redis_url is None:
         return MemoryExposureLog(
             window_seconds=window, stream_maxlen=settings.exposure_stream_maxlen
         )
-    timeout = settings.redis_timeout_ms / 1000
+    timeout = max(settings.redis_timeout_ms, TRACKING_TIMEOUT_FLOOR_MS) / 1000
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
         max_connections=settings.redis_max_connections,
@@ -400,69 +399,3 @@ def open_exposure_log(settings: Settings) -> ExposureLog:
         stream_maxlen=settings.exposure_stream_maxlen,
         owns_client=True,
     )
-
-
-def experiment_of(router: ArmRouter) -> str:
-    return router.config.name if isinstance(router, ExperimentRouter) else router.default.name
-
-
-class ExperimentTracker:
-    """The request path's side of experiments: exposures out, clicks in, metrics by arm.
-
-    Tracking never fails a request: the answer is already computed (recommend) or stored
-    (events) when it runs, so a store outage is counted and logged, not raised.
-    """
-
-    def __init__(self, exposures: ExposureLog) -> None:
-        self.exposures = exposures
-
-    async def exposed(self, router: ArmRouter, answers: Sequence[Recommendation]) -> None:
-        experiment = experiment_of(router)
-        now = time.time()
-        exposures = [
-            Exposure(
-                request_id=answer.request_id,
-                user_id=answer.user_id,
-                experiment=experiment,
-                arm=answer.arm,
-                bundle_version=answer.model_version,
-                items=tuple(item.item_id for item in answer.items),
-                timestamp=now,
-            )
-            for answer in answers
-        ]
-        for exposure in exposures:
-            metrics.EXPERIMENT_ASSIGNMENTS.labels(experiment, exposure.arm).inc()
-        try:
-            await self.exposures.record(exposures)
-        except StoreUnavailableError as error:
-            metrics.EXPERIMENT_TRACKING_ERRORS.labels("exposure").inc(len(exposures))
-            log.warning("exposures not recorded: %s", error.message)
-            return
-        for exposure in exposures:
-            metrics.EXPERIMENT_EXPOSURES.labels(experiment, exposure.arm).inc()
-
-    async def clicked(self, events: Sequence[Event]) -> list[Attribution | None]:
-        clicks = [Click(event.user_id, event.item_id, event.request_id) for event in events]
-        try:
-            attributions = await self.exposures.attribute(clicks)
-        except StoreUnavailableError as error:
-            metrics.EXPERIMENT_TRACKING_ERRORS.labels("click").inc(len(clicks))
-            log.warning("clicks not attributed: %s", error.message)
-            return [None] * len(clicks)
-        for found in attributions:
-            if found is not None and found.counted:
-                metrics.EXPERIMENT_CLICKS.labels(found.experiment, found.arm).inc()
-        return attributions
-
-    async def report(self, router: ArmRouter) -> ExperimentReport:
-        """The current experiment's report; its counts come from the (shared) log."""
-        if isinstance(router, ExperimentRouter):
-            config = router.config
-            weights = {arm.name: arm.weight for arm in config.arms}
-            name, control = config.name, config.control
-        else:
-            name = control = router.default.name
-            weights = {name: 1.0}
-        counts = await self.exposures.counts(name, weights)
-        return build_report(experiment=name, weights=weights, control=control, counts=counts)

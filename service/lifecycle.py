@@ -4,7 +4,8 @@ Loading runs in worker threads so the event loop keeps serving the current arms 
 naming the same bundle directory share one loaded `Bundle`. Nothing is swapped until every arm
 has verified and answered a warm-up query; any failure leaves the serving arms untouched. One
 reload at a time per process: a second one is refused (409) rather than queued, so an operator
-never wonders which of two reloads won. SIGHUP runs the same reload as the admin endpoint.
+never wonders which of two reloads won (a reload announced by another worker, see `broadcast`,
+waits its turn instead). SIGHUP runs the same reload as the admin endpoint.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import dataclasses
 import logging
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from service.retriever import SearchSettings
 
 log = logging.getLogger(__name__)
 _WARM_UP_K = 10
+Announce = Callable[[str | None, Path | None], Awaitable[None]]
 
 
 class ReloadInProgressError(RequestError):
@@ -148,6 +150,8 @@ class Reloader:
         self._experiments = experiments
         self._bundle = bundle
         self._overfetch = default_overfetch
+        self.announce: Announce | None = None
+        """Told about every reload this worker started (admin, SIGHUP) once it succeeded."""
         self._lock = asyncio.Lock()
         self.last_outcome: ReloadOutcome | None = None
         self.last_error: str | None = None
@@ -196,43 +200,57 @@ class Reloader:
         }
         return dataclasses.replace(config, arms=arms), keep
 
-    async def reload(self, *, arm: str | None = None, bundle: Path | None = None) -> ReloadOutcome:
+    async def reload(
+        self,
+        *,
+        arm: str | None = None,
+        bundle: Path | None = None,
+        wait: bool = False,
+        announce: bool = True,
+    ) -> ReloadOutcome:
         """Re-read the config (no arguments) or replace one arm's bundle; swap only on success.
 
-        Raises ReloadInProgressError while another reload runs and ReloadRejectedError when
-        the config or a bundle is invalid; in both cases the serving arms are unchanged.
+        Raises ReloadInProgressError while another reload runs (unless `wait`) and
+        ReloadRejectedError when the config or a bundle is invalid; in both cases the serving
+        arms are unchanged. `announce=False` for reloads another worker asked for.
         """
-        if self._lock.locked():
+        if self._lock.locked() and not wait:
             raise ReloadInProgressError("a bundle reload is already running; retry when it ends")
         async with self._lock:
-            started = time.perf_counter()
-            try:
-                keep: dict[Path, Bundle] = {}
-                if arm is None and bundle is None:
-                    config = self.read_config()
-                else:
-                    config, keep = self._one_arm(arm, bundle)
-                router, loaded = await build_router(
-                    config, default_overfetch=self._overfetch, keep=keep
-                )
-            except (BundleError, ExperimentConfigError) as error:
-                self.last_error = error.message
-                metrics.BUNDLE_RELOADS.labels("rejected").inc()
-                log.warning("reload rejected, current arms keep serving: %s", error.message)
-                raise ReloadRejectedError(error.message) from error
-            self._table.swap(router)
-            outcome = ReloadOutcome(router, loaded, time.perf_counter() - started)
-            self.last_outcome, self.last_error = outcome, None
-            metrics.BUNDLE_RELOADS.labels("swapped").inc()
-            metrics.BUNDLE_INFO.clear()
-            for name, serving in router.arms.items():
-                metrics.BUNDLE_INFO.labels(name, serving.bundle.version).set(1)
-            log.info(
-                "arms swapped: %s in %.2fs",
-                ", ".join(f"{a.name}={a.bundle.version}" for a in router.arms.values()),
-                outcome.seconds,
+            outcome = await self._reload(arm, bundle)
+        if announce and self.announce is not None:
+            await self.announce(arm, bundle)
+        return outcome
+
+    async def _reload(self, arm: str | None, bundle: Path | None) -> ReloadOutcome:
+        started = time.perf_counter()
+        try:
+            keep: dict[Path, Bundle] = {}
+            if arm is None and bundle is None:
+                config = self.read_config()
+            else:
+                config, keep = self._one_arm(arm, bundle)
+            router, loaded = await build_router(
+                config, default_overfetch=self._overfetch, keep=keep
             )
-            return outcome
+        except (BundleError, ExperimentConfigError) as error:
+            self.last_error = error.message
+            metrics.BUNDLE_RELOADS.labels("rejected").inc()
+            log.warning("reload rejected, current arms keep serving: %s", error.message)
+            raise ReloadRejectedError(error.message) from error
+        self._table.swap(router)
+        outcome = ReloadOutcome(router, loaded, time.perf_counter() - started)
+        self.last_outcome, self.last_error = outcome, None
+        metrics.BUNDLE_RELOADS.labels("swapped").inc()
+        metrics.BUNDLE_INFO.clear()
+        for name, serving in router.arms.items():
+            metrics.BUNDLE_INFO.labels(name, serving.bundle.version).set(1)
+        log.info(
+            "arms swapped: %s in %.2fs",
+            ", ".join(f"{a.name}={a.bundle.version}" for a in router.arms.values()),
+            outcome.seconds,
+        )
+        return outcome
 
     async def reload_logged(self) -> None:
         """For SIGHUP: no caller to answer, so outcomes go to the log."""

@@ -8,8 +8,8 @@ from pydantic import BaseModel, Field
 from service.api.deps import RouterDep
 from service.api.schemas import ErrorResponse
 from service.errors import NotFoundError
-from service.exposures import ExperimentTracker, experiment_of
 from service.stats import SRM_ALPHA, ExperimentReport
+from service.tracking import ExperimentTracker, experiment_of
 
 router = APIRouter(prefix="/v1", tags=["experiments"])
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from service.api.deps import RecommenderDep, RouterDep, tag_arm
+from service.api.deps import serving, tag_arm
 from service.api.schemas import MAX_K, ErrorResponse, Id, RetrieveRequest, RetrieveResponse
 
 router = APIRouter(prefix="/v1", tags=["retrieve"])
@@ -23,10 +23,9 @@ def _json(content: object) -> Response:
     response_model=RetrieveResponse,
     responses={404: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
 )
-async def retrieve(
-    body: RetrieveRequest, request: Request, arms: RouterDep, service: RecommenderDep
-) -> Response:
-    arm = arms.default
+async def retrieve(body: RetrieveRequest, request: Request) -> Response:
+    ctx = serving(request)
+    service, arm = ctx.recommender, ctx.router.default
     tag_arm(request, arm.name)
     request_id = uuid.uuid4().hex
     if body.item_id is not None:
@@ -55,10 +54,9 @@ async def retrieve(
 async def similar(
     item_id: Annotated[Id, Path()],
     request: Request,
-    arms: RouterDep,
-    service: RecommenderDep,
     k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
 ) -> Response:
-    arm = arms.default
+    ctx = serving(request)
+    arm = ctx.router.default
     tag_arm(request, arm.name)
-    return _json(service.similar(arm, item_id=item_id, k=k, request_id=uuid.uuid4().hex))
+    return _json(ctx.recommender.similar(arm, item_id=item_id, k=k, request_id=uuid.uuid4().hex))

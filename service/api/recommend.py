@@ -8,7 +8,7 @@ import uuid
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from service.api.deps import ArmOverride, RecommenderDep, RouterDep, TrackerDep, tag_arm
+from service.api.deps import ARM_HEADER_OPENAPI, arm_override, serving, tag_arm
 from service.api.schemas import (
     BatchRequest,
     BatchResponse,
@@ -25,40 +25,37 @@ def _json(content: object) -> Response:
     return Response(orjson.dumps(content), media_type="application/json")
 
 
-@router.post("/recommend", response_model=RecommendResponse, responses=_ERRORS)
-async def recommend(
-    body: RecommendRequest,
-    request: Request,
-    arms: RouterDep,
-    service: RecommenderDep,
-    *,
-    tracker: TrackerDep,
-    override: ArmOverride = None,
-) -> Response:
-    arm = arms.choose(body.user_id, override)
+@router.post(
+    "/recommend",
+    response_model=RecommendResponse,
+    responses=_ERRORS,
+    openapi_extra=ARM_HEADER_OPENAPI,
+)
+async def recommend(body: RecommendRequest, request: Request) -> Response:
+    ctx = serving(request)
+    arm = ctx.router.choose(body.user_id, arm_override(request))
     tag_arm(request, arm.name)
-    result = await service.recommend(arm, body.to_query(), uuid.uuid4().hex)
-    await tracker.exposed(arms, [result])
+    result = await ctx.recommender.recommend(arm, body.to_query(), uuid.uuid4().hex)
+    await ctx.tracker.exposed(ctx.router, [result])
     return _json(result)
 
 
-@router.post("/recommend/batch", response_model=BatchResponse, responses=_ERRORS)
-async def recommend_batch(
-    body: BatchRequest,
-    request: Request,
-    arms: RouterDep,
-    service: RecommenderDep,
-    *,
-    tracker: TrackerDep,
-    override: ArmOverride = None,
-) -> Response:
-    chosen = [arms.choose(r.user_id, override) for r in body.requests]
+@router.post(
+    "/recommend/batch",
+    response_model=BatchResponse,
+    responses=_ERRORS,
+    openapi_extra=ARM_HEADER_OPENAPI,
+)
+async def recommend_batch(body: BatchRequest, request: Request) -> Response:
+    ctx = serving(request)
+    override = arm_override(request)
+    chosen = [ctx.router.choose(r.user_id, override) for r in body.requests]
     tag_arm(request, chosen[0].name if len({a.name for a in chosen}) == 1 else "mixed")
     results = await asyncio.gather(
         *(
-            service.recommend(arm, r.to_query(), uuid.uuid4().hex)
+            ctx.recommender.recommend(arm, r.to_query(), uuid.uuid4().hex)
             for arm, r in zip(chosen, body.requests, strict=True)
         )
     )
-    await tracker.exposed(arms, results)
+    await ctx.tracker.exposed(ctx.router, results)
     return _json({"responses": results})

@@ -46,4 +46,5 @@ def open_store(settings: Settings) -> Store:
         history_ttl_seconds=settings.history_ttl_seconds,
         cache_ttl_seconds=settings.cache_ttl_seconds,
         breaker=breaker,
+        local_cache_size=settings.local_cache_size,
     )

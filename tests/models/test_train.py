@@ -64,7 +64,9 @@ def test_training_is_deterministic(tiny_dataset: Dataset, tiny_split: Split) -> 
 
 @pytest.mark.parametrize("loss", ["dexml", "auc"])
 def test_every_loss_trains(tiny_dataset: Dataset, tiny_split: Split, loss: str) -> None:
-    config = TrainConfig.tiny(max_epochs=2, loss=loss, num_negatives=50, targets_ahead=3)
+    config = TrainConfig.tiny(
+        max_epochs=2, loss=loss, num_negatives=50, targets_ahead=3, mask_seen=True
+    )
     result = train(tiny_dataset, tiny_split, config, progress=False)
     assert result.test_metrics["recall@20"] > 20 / tiny_dataset.num_items
 
@@ -92,3 +94,15 @@ def test_tiny_config_overrides() -> None:
     config = TrainConfig.tiny(max_epochs=1, loss="auc")
     assert config.max_epochs == 1 and config.loss == "auc"
     assert replace(config, seed=3).seed == 3
+
+
+def test_epoch_order_caps_windows_per_user() -> None:
+    from models.train import Windows, epoch_order
+
+    users = np.array([1, 1, 1, 1, 2, 3, 3], dtype=np.int64)
+    windows = Windows(users, np.zeros((7, 2), dtype=np.int64), np.zeros((7, 2, 1), dtype=np.int64))
+    rng = np.random.default_rng(0)
+    capped = epoch_order(windows, rng, 2)
+    assert sorted(np.bincount(users[capped]).tolist()) == [0, 1, 2, 2]
+    assert len(set(capped.tolist())) == len(capped)
+    assert sorted(epoch_order(windows, rng, 0).tolist()) == list(range(7))

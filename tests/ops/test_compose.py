@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tomllib
 from typing import Any
 
 import pytest
@@ -106,3 +107,12 @@ def test_grafana_serves_anonymous_viewers_with_the_dashboard_provisioned() -> No
 def test_prometheus_mounts_the_scrape_config_of_the_repo() -> None:
     volumes = compose_file()["services"]["prometheus"]["volumes"]
     assert "./docker/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in volumes
+
+
+def test_the_demo_experiment_splits_the_demo_bundle_between_two_arms() -> None:
+    service = compose_file()["services"]["service"]
+    path = service["environment"]["DUET_EXPERIMENTS"]
+    assert f"./docker/experiments.toml:{path}:ro" in service["volumes"]
+    experiment = tomllib.loads((REPO / "docker" / "experiments.toml").read_text())
+    assert [a["name"] for a in experiment["arms"]] == ["two_tower", "popularity_blend"]
+    assert {a["bundle"] for a in experiment["arms"]} == {service["environment"]["DUET_BUNDLE"]}

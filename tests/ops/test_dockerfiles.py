@@ -5,6 +5,8 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import subprocess
+import sys
 
 from tests.ops.conftest import REPO, compose_file
 
@@ -76,3 +78,16 @@ def test_dockerignore_keeps_what_the_images_copy() -> None:
                     assert (REPO / src).exists(), (name, src)
     assert any(fnmatch.fnmatch(".venv", p) for p in patterns)
     assert any(fnmatch.fnmatch("bundles", p) for p in patterns)
+
+
+def test_the_service_imports_neither_torch_nor_the_training_code() -> None:
+    """What the slim image relies on: `service` runs with the runtime dependencies alone."""
+    probe = (
+        "import sys, service.app, service.__main__; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'models', 'onnx'));"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -19,13 +19,21 @@ import pytest
 from fastapi import FastAPI
 
 from service.experiments import Assigner, load_experiment
+from service.lifecycle import ReloadRejectedError
 from service.settings import Settings
-from tests.service.api.helpers import metric, users
+from tests.service.api.helpers import metric, users, version
 from tests.service.conftest import serve
 
 TOKEN = "test-admin-token-0123456789"  # noqa: S105 (a test secret)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def settings_for(config: Path, redis_url: str, admin_token: str | None = None) -> Settings:
+    """Generous Redis deadlines: these tests count exposures exactly, even on a busy machine."""
+    return Settings(
+        experiments=config, redis_url=redis_url, admin_token=admin_token, redis_timeout_ms=2_000
+    )
 
 
 def copy_bundle(source: Path, target: Path, version: str, corrupt: str | None = None) -> Path:
@@ -72,7 +80,7 @@ def config(bundle_dir: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def served(config: Path, redis_url: str) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    settings = Settings(experiments=config, redis_url=redis_url, admin_token=TOKEN)
+    settings = settings_for(config, redis_url, admin_token=TOKEN)
     async with serve(settings) as pair:
         yield pair
 
@@ -92,9 +100,8 @@ async def test_users_get_their_sticky_arm(
         assert first.status_code == again.status_code == 200
         assert first.json()["arm"] == again.json()["arm"] == assigner.assign(user)
         seen.add(first.json()["arm"])
-        expected_version = "tiny-v2" if first.json()["arm"] == "popular" else None
-        if expected_version:
-            assert first.json()["model_version"] == expected_version
+        expected = {"control": version(bundle_dir), "popular": "tiny-v2"}[first.json()["arm"]]
+        assert first.json()["model_version"] == expected
     assert seen == {"control", "popular"}
 
 
@@ -119,7 +126,7 @@ async def test_override_ignored_when_not_allowed(
 ) -> None:
     write_config(config, allow_override=False)
     assigner = Assigner(load_experiment(config))
-    settings = Settings(experiments=config, redis_url=redis_url, admin_token=TOKEN)
+    settings = settings_for(config, redis_url, admin_token=TOKEN)
     async with serve(settings) as (_, client):
         user = users(bundle_dir)[1]
         own = assigner.assign(user)
@@ -216,7 +223,7 @@ async def test_admin_needs_the_token(served: tuple[FastAPI, httpx.AsyncClient]) 
 
 
 async def test_admin_disabled_without_a_token(config: Path, redis_url: str) -> None:
-    async with serve(Settings(experiments=config, redis_url=redis_url)) as (_, client):
+    async with serve(settings_for(config, redis_url)) as (_, client):
         response = await client.get("/admin/bundles", headers=AUTH)
         assert response.status_code == 401
         assert "disabled" in response.json()["error"]["message"]
@@ -325,3 +332,16 @@ async def test_second_reload_while_one_runs_is_409(
     assert second.status_code == 409
     assert second.json()["error"]["code"] == "reload_in_progress"
     assert (await first).status_code == 200
+
+
+async def test_bad_config_at_startup(config: Path, redis_url: str) -> None:
+    """One worker stays up, not ready; with several, startup fails so a rolling restart aborts."""
+    write_config(config, "missing")
+    async with serve(settings_for(config, redis_url)) as (_, client):
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        assert "no bundle directory" in ready.json()["reason"]
+    several = Settings(experiments=config, redis_url=redis_url, workers=2)
+    with pytest.raises(ReloadRejectedError, match="no bundle directory"):
+        async with serve(several):
+            pass

@@ -201,6 +201,8 @@ async def test_sighup_reloads(bundle_root: Path) -> None:
     write_config(bundle_root, [("a", "v4")])
     uninstall = install_sighup(reloader)
     try:
+        # never send SIGHUP without a handler: its default action ends the test process
+        assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, signal.SIG_IGN, None)
         os.kill(os.getpid(), signal.SIGHUP)
         for _ in range(200):
             if table.current is not first and not reloader.busy:

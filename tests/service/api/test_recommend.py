@@ -123,8 +123,10 @@ async def test_second_request_hits_the_embedding_cache(
     before = (await client.get("/metrics")).text
     second = (await client.post("/v1/recommend", json={"user_id": user})).json()
     after = (await client.get("/metrics")).text
-    hits = metric(after, "duet_cache_requests_total", layer="redis", result="hit") - metric(
-        before, "duet_cache_requests_total", layer="redis", result="hit"
+    hits = sum(
+        metric(after, "duet_cache_requests_total", layer=layer, result="hit")
+        - metric(before, "duet_cache_requests_total", layer=layer, result="hit")
+        for layer in ("local", "redis")
     )
     assert hits == 1
     assert [i["item_id"] for i in second["items"]] == [i["item_id"] for i in first["items"]]

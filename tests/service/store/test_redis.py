@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
+import redis
 
 from service.errors import StoreUnavailableError
 from service.store import RedisStore
 from service.store.breaker import CircuitBreaker
 from tests.service.redis_server import RedisServer, free_port
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")  # fixtures share this loop
 
 
 def _store(url: str, breaker: CircuitBreaker) -> RedisStore:
@@ -65,3 +69,118 @@ async def test_slow_redis_times_out_within_the_deadline(redis_server: RedisServe
     finally:
         await asyncio.sleep(0.3)
         await store.close()
+
+
+async def test_fetch_survives_a_flushed_script_cache(redis_url: str) -> None:
+    store = _store(redis_url, CircuitBreaker(failures=5, cooldown_seconds=1))
+    try:
+        await store.append_events([("u", "1"), ("u", "2")])
+        assert (await store.fetch("u", "v")).history == ("1", "2")
+        with redis.Redis.from_url(redis_url) as admin:
+            admin.script_flush()
+        assert (await store.fetch("u", "v")).history == ("1", "2")
+        assert store.breaker.state == "closed"
+    finally:
+        await store.close()
+
+
+async def test_an_exhausted_pool_is_refused_without_tripping_the_breaker(redis_url: str) -> None:
+    breaker = CircuitBreaker(failures=1, cooldown_seconds=60)
+    store = RedisStore(
+        redis_url,
+        timeout_ms=500,
+        max_connections=1,
+        history_length=10,
+        history_ttl_seconds=3_600,
+        cache_ttl_seconds=60,
+        breaker=breaker,
+    )
+    try:
+        results = await asyncio.gather(
+            *(store.fetch(f"u{n}", "v") for n in range(4)), return_exceptions=True
+        )
+        assert any(isinstance(r, StoreUnavailableError) for r in results)
+        assert breaker.state == "closed"
+    finally:
+        await store.close()
+
+
+def _worker(url: str) -> RedisStore:
+    return RedisStore(
+        url,
+        timeout_ms=500,
+        max_connections=4,
+        history_length=10,
+        history_ttl_seconds=3_600,
+        cache_ttl_seconds=60,
+        breaker=CircuitBreaker(failures=5, cooldown_seconds=1),
+        local_cache_size=100,
+    )
+
+
+async def _until(condition: Callable[[], Awaitable[bool]], seconds: float = 2.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if await condition():
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+async def test_local_layer_serves_repeats_and_sees_other_workers_events(redis_url: str) -> None:
+    first, second = _worker(redis_url), _worker(redis_url)
+    try:
+
+        async def listening() -> bool:
+            await first.fetch("warmup", "v")
+            return first._listener is not None and first._listener.healthy
+
+        assert await _until(listening)
+        await first.append_events([("u", "1")])
+        state = await first.fetch("u", "v")
+        await first.cache_embedding("u", "v", state.version, b"\x00" * 16)
+        local = await first.fetch("u", "v")
+        assert local.layer == "local"
+        assert local.embedding == b"\x00" * 16
+
+        await second.append_events([("u", "2")])  # another worker takes an event
+
+        async def fresh() -> bool:
+            return (await first.fetch("u", "v")).history == ("1", "2")
+
+        assert await _until(fresh, seconds=1.0)
+        again = await first.fetch("u", "v")
+        assert again.embedding is None  # the old embedding belongs to the old history
+        assert again.layer == ""
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_local_layer_is_bypassed_while_redis_is_down() -> None:
+    server = RedisServer(free_port()).start()
+    store = _worker(server.url)
+    try:
+        await store.append_events([("u", "1")])
+
+        async def listening() -> bool:
+            await store.fetch("u", "v")
+            return store._listener is not None and store._listener.healthy
+
+        assert await _until(listening)
+        version = (await store.fetch("u", "v")).version
+        await store.cache_embedding("u", "v", version, b"\x01" * 16)
+        assert (await store.fetch("u", "v")).layer == "local"
+        server.stop()
+
+        async def bypassed() -> bool:
+            try:
+                await store.fetch("u", "v")
+            except StoreUnavailableError:
+                return True
+            return False
+
+        assert await _until(bypassed)
+    finally:
+        await store.close()
+        server.stop()

@@ -12,8 +12,10 @@ from service.store.breaker import CircuitBreaker
 
 HISTORY_LENGTH = 5
 
+pytestmark = pytest.mark.asyncio(loop_scope="session")  # fixtures share this loop
 
-@pytest.fixture(params=["memory", "redis"])
+
+@pytest.fixture(params=["memory", "redis", "redis+local"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
     if request.param == "memory":
         yield MemoryStore(history_length=HISTORY_LENGTH, cache_ttl_seconds=60)
@@ -27,6 +29,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
         history_ttl_seconds=3_600,
         cache_ttl_seconds=60,
         breaker=CircuitBreaker(failures=3, cooldown_seconds=1),
+        local_cache_size=100 if request.param == "redis+local" else 0,
     )
     yield redis_store
     await redis_store.close()
