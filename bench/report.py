@@ -19,6 +19,11 @@ SCENARIOS = {
 }
 
 
+def load_average() -> list[float]:
+    """1, 5 and 15 minute load: the bench shares the machine, so the table says how busy it was."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or "unknown"
     cpuinfo = Path("/proc/cpuinfo")
@@ -27,7 +32,7 @@ def machine() -> dict[str, Any]:
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "load_average_at_start": load_average(),
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
     }
@@ -36,8 +41,9 @@ def machine() -> dict[str, Any]:
 def markdown(result: dict[str, Any]) -> str:
     m, r = result["machine"], result["run"]
     lines = [
-        f"Machine: {m['cpu']}, {m['cores']} cores (load average {m['load_average_at_start'][0]}"
-        f" at start), {m['os']}, Python {m['python']}.",
+        f"Machine: {m['cpu']}, {m['cores']} cores (1-min load average "
+        f"{m['load_average_at_start'][0]} at start, {m.get('load_average_at_end', ['?'])[0]} "
+        f"at end), {m['os']}, Python {m['python']}.",
         f"Run {r['started_at']}: one uvicorn worker, real Redis ({r['redis']}), bundle "
         f"`{r['bundle_version']}` ({r['num_items']} items, dim {r['embedding_dim']}); wrk "
         f"{r['wrk_threads']} thread, {r['connections']} connections, {r['duration_s']:g} s per "

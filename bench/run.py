@@ -139,10 +139,8 @@ def _paced(
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     require_tool("wrk", wrk.INSTALL_WRK)
-    started = {
-        "machine": report.machine(),
-        "started_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%MZ"),
-    }
+    machine = report.machine()
+    started_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%MZ")
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="duet-bench-")))
         manifest, users, env = _load_bundle(args.bundle, tmp)
@@ -184,13 +182,14 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         timeout=10,
         check=False,
     ).stdout.split()[2:3]
+    machine["load_average_at_end"] = report.load_average()
     scenarios = measured["scenarios"]
     hello_rps = scenarios.get("hello", {}).get("rps")
     warm_rps = scenarios.get("recommend_warm", {}).get("rps")
     return {
-        "machine": started["machine"],
+        "machine": machine,
         "run": {
-            "started_at": started["started_at"],
+            "started_at": started_at,
             "bundle_version": manifest.get("bundle_version"),
             "num_items": manifest.get("num_items"),
             "embedding_dim": manifest.get("embedding_dim"),

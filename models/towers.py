@@ -25,7 +25,7 @@ POOLINGS: tuple[Pooling, ...] = ("attention", "mean", "gru")
 class TowerConfig:
     dim: int = 64
     history_length: int = 50
-    pooling: Pooling = "attention"
+    pooling: Pooling = "mean"
     num_layers: int = 2
     num_heads: int = 2
     dropout: float = 0.2

@@ -135,8 +135,8 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> Res
     first = exc.errors()[0] if exc.errors() else {}
     field = _field_name(first.get("loc", ("body",)), first.get("type", ""))
     message = f"{field}: {first.get('msg', 'invalid request')}"
-    body = orjson.dumps({"error": {"code": "invalid_input", "message": message, "field": field},
-                         "detail": details})  # fmt: skip
+    error = {"code": "invalid_input", "message": message, "field": field}
+    body = orjson.dumps({"error": error, "detail": details})
     return Response(body, status_code=422, media_type="application/json")
 
 

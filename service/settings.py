@@ -33,7 +33,9 @@ class Settings(BaseSettings):
     cache_ttl_seconds: int = Field(default=3_600, ge=1, le=30 * 86_400)
     history_length: int = Field(default=200, ge=1, le=10_000)
     history_ttl_seconds: int = Field(default=90 * 86_400, ge=60, le=3_650 * 86_400)
-    local_cache_size: int = Field(default=100_000, ge=0, le=10_000_000)
+    local_cache_size: int = Field(
+        default=10_000, ge=0, le=10_000_000, description="Users (history + embeddings) in-process."
+    )
 
     max_body_bytes: int = Field(default=1_048_576, ge=1_024, le=64 * 1_048_576)
     max_batch_requests: int = Field(default=64, ge=1, le=1_000)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import orjson
+from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,6 +27,8 @@ class ServingMiddleware:
     def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app = app
         self.limit = max_body_bytes
+        # label children by (route template, method, status, arm): a bounded set, resolved once
+        self._children: dict[tuple[str, str, int, str], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -53,9 +56,15 @@ class ServingMiddleware:
             metrics.INFLIGHT.dec()
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
-            arm = scope.get("duet.arm", "none")
-            metrics.HTTP_REQUESTS.labels(path, scope["method"], str(status), arm).inc()
-            metrics.HTTP_DURATION.labels(path, arm).observe(time.perf_counter() - started)
+            key = (path, scope["method"], status, scope.get("duet.arm", "none"))
+            children = self._children.get(key)
+            if children is None:
+                children = self._children[key] = (
+                    metrics.HTTP_REQUESTS.labels(path, key[1], str(status), key[3]),
+                    metrics.HTTP_DURATION.labels(path, key[3]),
+                )
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)
 
     def _counting(self, receive: Receive) -> Receive:
         """Enforce the limit on bodies without a Content-Length (chunked)."""

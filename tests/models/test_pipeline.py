@@ -27,7 +27,7 @@ def test_build_writes_a_verified_bundle_quickly(tmp_path: Path, tiny_dataset: Da
     assert set(result.metrics) == {"two_tower"}
     assert manifest["metrics"]["two_tower"] == result.metrics["two_tower"]
     assert manifest["training"]["loss"] == "logq_softmax"
-    assert manifest["training"]["pooling"] == "attention"
+    assert manifest["training"]["pooling"] == "mean"
     assert manifest["training"]["epochs"] == 1
     assert len(result.curve) == 1
 

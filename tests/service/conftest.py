@@ -8,13 +8,13 @@ real lifespan, and to a `redis-server` this session starts on a free port.
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 from fastapi import FastAPI
 
 from service.app import create_app
@@ -59,9 +59,6 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
-MakeClient = Callable[..., Any]
-
-
 @asynccontextmanager
 async def serve(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """The app with its real lifespan, and a client talking to it in-process."""
@@ -72,7 +69,7 @@ async def serve(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncC
             yield app, client
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="function")  # the test's own loop: the app's tasks live there
 async def client(bundle_dir: Path, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """A ready app on the tiny bundle and the session Redis."""
     async with serve(Settings(bundle=bundle_dir, redis_url=redis_url)) as (_, http):

@@ -14,8 +14,6 @@ from service.store import RedisStore
 from service.store.breaker import CircuitBreaker
 from tests.service.redis_server import RedisServer, free_port
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")  # fixtures share this loop
-
 
 def _store(url: str, breaker: CircuitBreaker) -> RedisStore:
     return RedisStore(

@@ -6,16 +6,15 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
+import pytest_asyncio
 
 from service.store import MemoryStore, RedisStore, Store
 from service.store.breaker import CircuitBreaker
 
 HISTORY_LENGTH = 5
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")  # fixtures share this loop
 
-
-@pytest.fixture(params=["memory", "redis", "redis+local"])
+@pytest_asyncio.fixture(params=["memory", "redis", "redis+local"], loop_scope="function")
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
     if request.param == "memory":
         yield MemoryStore(history_length=HISTORY_LENGTH, cache_ttl_seconds=60)
