@@ -69,7 +69,7 @@ async def serve(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncC
             yield app, client
 
 
-@pytest_asyncio.fixture(loop_scope="function")  # the test's own loop: the app's tasks live there
+@pytest_asyncio.fixture
 async def client(bundle_dir: Path, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """A ready app on the tiny bundle and the session Redis."""
     async with serve(Settings(bundle=bundle_dir, redis_url=redis_url)) as (_, http):

@@ -26,7 +26,6 @@ from tests.service.conftest import serve
 
 TOKEN = "test-admin-token-0123456789"  # noqa: S105 (a test secret)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 def settings_for(config: Path, redis_url: str, admin_token: str | None = None) -> Settings:
@@ -185,12 +184,14 @@ async def test_exposures_clicks_and_report(
     assert report["srm"]["chi_square"] == pytest.approx(0.5 / 3.5)
     assert report["srm"]["mismatch"] is False
 
-    recent = await app.state.tracker.exposures.recent(1)
+    # written in the background, so the stream holds all 7 but not necessarily in answer order
+    recent = {r["request_id"]: r for r in await app.state.tracker.exposures.recent(7)}
     last = answers["popular"][-1]
-    assert recent[0]["request_id"] == last["request_id"]
-    assert recent[0]["arm"] == "popular"
-    assert recent[0]["bundle_version"] == "tiny-v2"
-    assert recent[0]["items"][0] == {"item_id": last["items"][0]["item_id"], "position": 1}
+    record = recent[last["request_id"]]
+    assert len(recent) == 7
+    assert record["arm"] == "popular"
+    assert record["bundle_version"] == "tiny-v2"
+    assert record["items"][0] == {"item_id": last["items"][0]["item_id"], "position": 1}
 
     text = (await client.get("/metrics")).text
     labels = {"experiment": "ranker", "arm": "control"}

@@ -15,7 +15,6 @@ from tests.service.conftest import serve
 
 TOKEN = "test-admin-token-0123456789"  # noqa: S105 (a test secret)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 def with_version(source: Path, target: Path, version: str) -> None:

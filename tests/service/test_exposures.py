@@ -22,7 +22,6 @@ from service.store.breaker import CircuitBreaker
 from tests.service.redis_server import free_port
 
 MakeLog = Callable[..., ExposureLog]
-pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 def client(url: str) -> aioredis.Redis:

@@ -21,7 +21,6 @@ from service.lifecycle import (
     install_sighup,
 )
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 @pytest.fixture(scope="module")

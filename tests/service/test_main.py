@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -10,7 +11,8 @@ from tests.service.api.helpers import metric, users
 from tests.service.live_server import running_service
 from tests.service.redis_server import RedisServer
 
-REQUESTS = 40
+PARALLEL = 8
+MAX_REQUESTS = 2_000
 
 
 def test_two_workers_share_one_metrics_view(
@@ -25,15 +27,26 @@ def test_two_workers_share_one_metrics_view(
     }
     user = users(bundle_dir)[0]
     with running_service(env) as url:
+        # the kernel picks the worker per connection: send fresh connections in parallel until
+        # both workers have served some, then check that /metrics counts every one of them
+        sent = 0
         no_keepalive = httpx.Limits(max_keepalive_connections=0)
         with httpx.Client(base_url=url, limits=no_keepalive, timeout=5) as client:
-            for _ in range(REQUESTS):
-                response = client.post("/v1/recommend", json={"user_id": user})
-                assert response.status_code == 200
+
+            def recommend(_: int) -> int:
+                return client.post("/v1/recommend", json={"user_id": user}).status_code
+
+            with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
+                while sent < MAX_REQUESTS and len(_counter_pids(metrics_dir)) < 2:
+                    assert set(pool.map(recommend, range(PARALLEL))) == {200}
+                    sent += PARALLEL
             text = client.get("/metrics").text
+        assert len(_counter_pids(metrics_dir)) == 2  # both workers wrote their own counters
         served = metric(
             text, "duet_http_requests_total", route="/v1/recommend", status="200", arm="default"
         )
-        assert served == REQUESTS
-        pids = {p.stem.rsplit("_", 1)[-1] for p in metrics_dir.glob("counter_*.db")}
-        assert len(pids) == 2  # both workers wrote their own counters
+        assert served == sent
+
+
+def _counter_pids(metrics_dir: Path) -> set[str]:
+    return {p.stem.rsplit("_", 1)[-1] for p in metrics_dir.glob("counter_*.db")}

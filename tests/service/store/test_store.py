@@ -14,7 +14,7 @@ from service.store.breaker import CircuitBreaker
 HISTORY_LENGTH = 5
 
 
-@pytest_asyncio.fixture(params=["memory", "redis", "redis+local"], loop_scope="function")
+@pytest_asyncio.fixture(params=["memory", "redis", "redis+local"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
     if request.param == "memory":
         yield MemoryStore(history_length=HISTORY_LENGTH, cache_ttl_seconds=60)
