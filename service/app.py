@@ -20,7 +20,9 @@ from fastapi.responses import JSONResponse
 
 from service import metrics
 from service.api import ROUTERS
+from service.api.fastlane import FastLane
 from service.api.middleware import ServingMiddleware
+from service.api.responses import error_response
 from service.arms import ArmTable
 from service.broadcast import ReloadFanout
 from service.errors import DuetError
@@ -105,17 +107,13 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router)
     app.add_exception_handler(DuetError, _duet_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
+    app.add_middleware(FastLane)  # inside ServingMiddleware: limits and metrics apply
     app.add_middleware(ServingMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
 
 
 async def _duet_error(request: Request, exc: DuetError) -> JSONResponse:
-    """The one mapping from the exception tree to HTTP."""
-    if exc.status_code >= 500:
-        log.warning("%s %s: %s", request.method, request.url.path, exc.message)
-    error = {"code": exc.code, "message": exc.message, "field": exc.field}
-    headers = {"Retry-After": "1"} if exc.status_code == 503 else None
-    return JSONResponse({"error": error}, status_code=exc.status_code, headers=headers)
+    return error_response(exc, request.method, request.url.path)
 
 
 def _field_name(loc: Sequence[str | int], error_type: str) -> str:

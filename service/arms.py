@@ -9,13 +9,17 @@ Without an experiment file there is one implicit arm, "default", serving DUET_BU
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from service.bundle import Bundle
+from service.pages import PageMemo
 from service.policies import SCORE, RankingPolicy
 from service.retriever import DEFAULT_SEARCH, SearchSettings
+
+if TYPE_CHECKING:
+    from service.recommender import ScoredItem
 
 DEFAULT_ARM = "default"
 
@@ -26,6 +30,9 @@ class Arm:
     bundle: Bundle
     search: SearchSettings = DEFAULT_SEARCH
     policy: RankingPolicy = SCORE
+    pages: PageMemo[list[ScoredItem]] = field(
+        default_factory=PageMemo, compare=False, repr=False
+    )  # the last plain page per (user, k): see service/pages.py
 
 
 class ArmRouter(Protocol):

@@ -81,6 +81,11 @@ EXPERIMENT_TRACKING_ERRORS = Counter(
     "Exposures or clicks not recorded because the store was unavailable.", ["operation"],
 )  # fmt: skip
 BUNDLE_RELOADS = Counter("duet_bundle_reloads_total", "Bundle reloads by outcome.", ["outcome"])
+PAGE_MEMO = Counter(
+    "duet_page_memo_requests_total",
+    "Plain recommends (no exclusions, filters or request history) by page-memo outcome.",
+    ["result"],
+)
 
 # Children resolved once: `.labels()` costs microseconds on the hot path.
 STAGE_HISTORY = STAGE_DURATION.labels("history_fetch")
@@ -88,6 +93,7 @@ STAGE_CACHE = STAGE_DURATION.labels("cache")
 STAGE_ENCODE = STAGE_DURATION.labels("encode")
 STAGE_SEARCH = STAGE_DURATION.labels("search")
 STAGE_FILTER = STAGE_DURATION.labels("filter")
+PAGE_MEMO_HITS = PAGE_MEMO.labels("hit")
 
 
 @cache

@@ -160,13 +160,22 @@ class Recommender:
 
         encoder = bundle.encoder
         vector = None
+        cached = None
         cacheable = not degraded and not query.history
+        # a plain page (no exclusions or filters) is a pure function of its inputs: memoised
+        plain = cacheable and not query.exclude_item_ids and query.item_filter is None
         if cacheable:
             cached = state.embedding
             if cached is not None and len(cached) == encoder.dim * 4:
-                vector = np.frombuffer(cached, dtype=np.float32)
                 metrics.cache_counter(state.layer or layer, "hit").inc()
+                if plain and (page := arm.pages.get(query.user_id, query.k, state.history, cached)):
+                    metrics.PAGE_MEMO_HITS.inc()
+                    return Recommendation(
+                        request_id, query.user_id, bundle.version, arm.name, page, None
+                    )
+                vector = np.frombuffer(cached, dtype=np.float32)
             else:
+                cached = None
                 metrics.cache_counter(layer, "miss").inc()
         looked_up = time.perf_counter()
         metrics.STAGE_CACHE.observe(looked_up - filtered)
@@ -176,12 +185,15 @@ class Recommender:
             metrics.STAGE_ENCODE.observe(encoded - looked_up)
             looked_up = encoded
             if cacheable:
-                self._cache_later(query.user_id, bundle.version, state.version, vector.tobytes())
+                cached = vector.tobytes()
+                self._cache_later(query.user_id, bundle.version, state.version, cached)
         rows, scores = rank(
             bundle, arm.policy, arm.search, vector, query.k, excluded=excluded, allowed=allowed
         )
         metrics.STAGE_SEARCH.observe(time.perf_counter() - looked_up)
         items = _items(catalog, rows, scores)
+        if plain and cached is not None:
+            arm.pages.put(query.user_id, query.k, state.history, cached, items)
         return Recommendation(request_id, query.user_id, bundle.version, arm.name, items, fallback)
 
     def _cache_later(self, user_id: str, bundle_version: str, version: int, value: bytes) -> None:

@@ -11,10 +11,10 @@ import time
 
 import orjson
 from prometheus_client import Counter, Histogram
-from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
+from service.errors import PayloadTooLargeError
 
 
 def _too_large_body(limit: int) -> bytes:
@@ -76,7 +76,8 @@ class ServingMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise HTTPException(413, f"request body larger than {self.limit} bytes")
+                    too_large = f"request body larger than {self.limit} bytes"
+                    raise PayloadTooLargeError(too_large, field="body")
             return message
 
         return counted

@@ -129,7 +129,12 @@ async def test_second_request_hits_the_embedding_cache(
         for layer in ("local", "redis")
     )
     assert hits == 1
-    assert [i["item_id"] for i in second["items"]] == [i["item_id"] for i in first["items"]]
+    assert second["items"] == first["items"]
+    # the same inputs again: the page itself is reused, no search
+    memo = metric(after, "duet_page_memo_requests_total", result="hit") - metric(
+        before, "duet_page_memo_requests_total", result="hit"
+    )
+    assert memo == 1
 
 
 async def test_batch_answers_in_order(client: httpx.AsyncClient, bundle_dir: Path) -> None:
