@@ -17,6 +17,9 @@ from service.stats import ExperimentReport, build_report
 
 log = logging.getLogger(__name__)
 
+NOT_FEEDBACK = frozenset({"view"})
+"""Event types that say an item was seen, not chosen: never attributed as clicks."""
+
 
 def experiment_of(router: ArmRouter) -> str:
     return router.config.name if isinstance(router, ExperimentRouter) else router.default.name
@@ -40,7 +43,7 @@ class ExperimentTracker:
         self._max_pending = max_pending
         self._linger = linger_seconds
         self._buffer: list[Exposure] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._flusher: asyncio.TimerHandle | None = None
         self._pending: set[asyncio.Task[None]] = set()
 
     async def exposed(self, router: ArmRouter, answers: Sequence[Recommendation]) -> None:
@@ -63,16 +66,15 @@ class ExperimentTracker:
         if len(self._buffer) >= self._max_pending:  # the store is slow: push back on requests
             await self._record(self._take())
         elif self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
-            self._pending.add(self._flusher)
-            self._flusher.add_done_callback(self._pending.discard)
+            self._flusher = asyncio.get_running_loop().call_later(self._linger, self._flush)
 
-    async def _flush_soon(self) -> None:
-        try:
-            await asyncio.sleep(self._linger)
-        finally:
-            self._flusher = None
-        await self._record(self._take())
+    def _flush(self) -> None:
+        self._flusher = None
+        batch = self._take()
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._record(batch))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
 
     def _take(self) -> list[Exposure]:
         batch, self._buffer = self._buffer, []
@@ -80,6 +82,9 @@ class ExperimentTracker:
 
     async def drain(self) -> None:
         """Write the buffered exposures and wait for those in flight (clicks, reports, shutdown)."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
         await self._record(self._take())
         while self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
@@ -97,6 +102,17 @@ class ExperimentTracker:
             metrics.EXPERIMENT_EXPOSURES.labels(exposure.experiment, exposure.arm).inc()
 
     async def clicked(self, events: Sequence[Event]) -> list[Attribution | None]:
+        """Attribute the feedback among `events` (None for views, which are not clicks)."""
+        feedback = [i for i, event in enumerate(events) if event.type not in NOT_FEEDBACK]
+        if not feedback:
+            return [None] * len(events)
+        found = await self._attribute([events[i] for i in feedback])
+        attributions: list[Attribution | None] = [None] * len(events)
+        for i, attribution in zip(feedback, found, strict=True):
+            attributions[i] = attribution
+        return attributions
+
+    async def _attribute(self, events: Sequence[Event]) -> list[Attribution | None]:
         await self.drain()
         clicks = [Click(event.user_id, event.item_id, event.request_id) for event in events]
         try:

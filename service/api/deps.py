@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 
 from service.arms import ArmRouter, ArmTable
 from service.errors import InvalidInputError, NotReadyError
@@ -30,27 +30,7 @@ async def current_router(request: Request) -> ArmRouter:
     return router
 
 
-async def recommender(request: Request) -> Recommender:
-    service: Recommender = request.app.state.recommender
-    return service
-
-
-async def tracker(request: Request) -> ExperimentTracker:
-    exposures: ExperimentTracker = request.app.state.tracker
-    return exposures
-
-
 RouterDep = Annotated[ArmRouter, Depends(current_router)]
-RecommenderDep = Annotated[Recommender, Depends(recommender)]
-TrackerDep = Annotated[ExperimentTracker, Depends(tracker)]
-ArmOverride = Annotated[
-    str | None,
-    Header(
-        alias="X-Duet-Arm",
-        max_length=64,
-        description="QA: serve this arm; honoured only when the experiment allows overrides.",
-    ),
-]
 
 
 def tag_arm(request: Request, arm: str) -> None:

@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Request, Response, status
 
-from service.api.deps import RecommenderDep, TrackerDep
 from service.api.schemas import ErrorResponse, EventsAccepted, EventsBody
 from service.arms import ArmTable
 
@@ -19,17 +18,14 @@ router = APIRouter(prefix="/v1", tags=["events"])
     response_model=EventsAccepted,
     responses={503: {"model": ErrorResponse, "description": "Store unavailable: retry."}},
 )
-async def ingest_events(
-    request: Request,
-    service: RecommenderDep,
-    tracker: TrackerDep,
-    body: Annotated[EventsBody, Body()],
-) -> Response:
+async def ingest_events(request: Request, body: Annotated[EventsBody, Body()]) -> Response:
+    # app.state read directly, not through Depends: see deps.py for what each dependency costs
+    state = request.app.state
     events = [e.to_domain() for e in (body if isinstance(body, list) else [body])]
-    table: ArmTable = request.app.state.arms
+    table: ArmTable = state.arms
     router = table.current
-    await service.ingest(events, router.default.bundle.catalog if router else None)
-    await tracker.clicked(events)
+    await state.recommender.ingest(events, router.default.bundle.catalog if router else None)
+    await state.tracker.clicked(events)
     return Response(
         b'{"accepted":%d}' % len(events),
         status_code=status.HTTP_202_ACCEPTED,
