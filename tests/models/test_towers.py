@@ -46,6 +46,16 @@ def test_states_are_causal(pooling: str) -> None:
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)
+def test_forward_is_the_last_state(pooling: str) -> None:
+    """The serving graph (mean pooling: last position only) equals the trained one."""
+    model = _model(pooling).eval()
+    users, history = torch.tensor([0, 1, NUM_USERS]), _history()
+    with torch.no_grad():
+        last = torch.nn.functional.normalize(model.user.states(users, history)[:, -1], dim=-1)
+        assert torch.allclose(model.user(users, history), last, atol=1e-6)
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
 def test_history_changes_the_user_embedding(pooling: str) -> None:
     model = _model(pooling).eval()
     users = torch.zeros(2, dtype=torch.long)
