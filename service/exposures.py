@@ -21,7 +21,6 @@ Redis, not a cluster.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
@@ -33,18 +32,16 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 from redis.typing import EncodableT
 
-from service.errors import StoreUnavailableError
 from service.settings import Settings
 from service.stats import ArmCounts
 from service.store.breaker import CircuitBreaker
+from service.store.guard import guarded
 
 DEFAULT_WINDOW_SECONDS = 1_800.0
 DEFAULT_STREAM_MAXLEN = 100_000
 TRACKING_TIMEOUT_FLOOR_MS = 250
-_FAILURES = (RedisError, OSError, TimeoutError)
 _T = TypeVar("_T")
 
 
@@ -296,17 +293,7 @@ class RedisExposureLog(ExposureLog):
         self._record = client.register_script(_RECORD_LUA)
 
     async def _call(self, operation: Callable[[], Awaitable[_T]], what: str) -> _T:
-        if not self._breaker.allow():
-            raise StoreUnavailableError(f"Redis circuit breaker open; {what} refused")
-        try:
-            async with asyncio.timeout(self._timeout):
-                result = await operation()
-        except _FAILURES as exc:
-            self._breaker.failure()
-            reason = type(exc).__name__
-            raise StoreUnavailableError(f"Redis unavailable during {what}: {reason}") from exc
-        self._breaker.success()
-        return result
+        return await guarded(self._breaker, self._timeout, operation, what)
 
     async def record(self, exposures: Sequence[Exposure]) -> None:
         if not exposures:

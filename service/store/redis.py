@@ -18,7 +18,6 @@ pool is refused at once (503 / degraded answer) without counting against the bre
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from collections import OrderedDict
@@ -29,14 +28,14 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import MaxConnectionsError, NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
 from service.errors import StoreUnavailableError
 from service.store.base import Store, StoreHealth, UserState, pack_embedding, unpack_embedding
 from service.store.breaker import CircuitBreaker
+from service.store.guard import guarded
 from service.store.invalidation import InvalidationListener
 
-_FAILURES = (RedisError, OSError, TimeoutError)
 _FETCH = """
 return {redis.call('LRANGE', KEYS[1], ARGV[1], -1),
         redis.call('GET', KEYS[2]) or false,
@@ -151,20 +150,7 @@ class RedisStore(Store):
             entry.embeddings[bundle_version] = state.embedding
 
     async def _call(self, operation: Callable[[], Any], what: str) -> Any:
-        """Run one round trip under the breaker and a hard deadline; failures become 503s."""
-        if not self.breaker.allow():
-            raise StoreUnavailableError(f"Redis circuit breaker open; {what} refused")
-        try:
-            async with asyncio.timeout(self._timeout):
-                result = await operation()
-        except MaxConnectionsError as exc:
-            raise StoreUnavailableError(f"Redis connection pool exhausted during {what}") from exc
-        except _FAILURES as exc:
-            self.breaker.failure()
-            reason = type(exc).__name__
-            raise StoreUnavailableError(f"Redis unavailable during {what}: {reason}") from exc
-        self.breaker.success()
-        return result
+        return await guarded(self.breaker, self._timeout, operation, what)
 
     async def _read_user(self, user_id: str, bundle_version: str) -> Any:
         keys = (_hist(user_id), _ver(user_id), _emb(bundle_version, user_id))
