@@ -49,4 +49,4 @@ compose-config: ops-tools
 loadtest: install
 	mkdir -p reports/tmp/loadtest && $(BIN)/locust -f loadtest/locustfile.py --headless --host $(LOADTEST_HOST) --bundle $(BUNDLE) -u 20 -r 5 -t 60s --max-requests 200000 --max-p99-ms 250 --csv reports/tmp/loadtest/run --only-summary
 bench: $(BUNDLE)/manifest.json ops-tools redis
-	$(BIN)/python bench/run.py --bundle $(BUNDLE) --out bench/results
+	$(BIN)/python bench/run.py --bundle $(BUNDLE) --out bench/results --readme README.md

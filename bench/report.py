@@ -91,3 +91,17 @@ def write(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     js.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     md.write_text(markdown(result), encoding="utf-8")
     return js, md
+
+
+README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def update_readme(readme: Path, table: str) -> bool:
+    """Put `table` between the README's bench markers; False when the markers are missing."""
+    text = readme.read_text(encoding="utf-8")
+    head, start, rest = text.partition(README_START)
+    _, end, tail = rest.partition(README_END)
+    if not start or not end:
+        return False
+    readme.write_text(f"{head}{start}\n{table.strip()}\n{end}{tail}", encoding="utf-8")
+    return True

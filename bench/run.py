@@ -60,6 +60,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--bundle", type=Path, default=Path("bundles/demo"), help="bundle directory")
     p.add_argument("--out", type=Path, default=BENCH_DIR / "results", help="results directory")
+    p.add_argument("--readme", type=Path, help="also put the table in this README's bench markers")
     p.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured warm-up")
     p.add_argument("--connections", type=int, default=32, help="wrk connections (fixed)")
@@ -257,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     js, md = report.write(result, args.out)
     print(report.markdown(result))
     print(f"duet-bench: wrote {js} and {md}")
+    if args.readme is not None and report.update_readme(args.readme, md.read_text("utf-8")):
+        print(f"duet-bench: updated the table in {args.readme}")
     if result["ratio"] is not None:
         print(f"duet-bench: recommend/hello-world ratio = {result['ratio']:.2f}")
     runs = {**result["scenarios"], **{f"{k} (paced)": v for k, v in result["paced"].items()}}

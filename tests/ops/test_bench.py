@@ -69,3 +69,21 @@ def test_a_missing_bundle_is_named(tmp_path: Path) -> None:
     done = bench("--bundle", str(tmp_path / "nope"), "--out", str(tmp_path))
     assert done.returncode == 1
     assert "is not a readable Duet bundle" in done.stderr
+
+
+def test_the_readme_table_is_replaced_between_its_markers(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import report  # bench/ is a directory of scripts, not a package
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- bench:start -->\nold\n<!-- bench:end -->\nlimits\n")
+    assert report.update_readme(readme, "| new | table |\n")
+    assert readme.read_text() == (
+        "intro\n<!-- bench:start -->\n| new | table |\n<!-- bench:end -->\nlimits\n"
+    )
+    plain = tmp_path / "PLAIN.md"
+    plain.write_text("no markers\n")
+    assert not report.update_readme(plain, "| new |")
+    assert plain.read_text() == "no markers\n"
