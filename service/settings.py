@@ -38,8 +38,6 @@ class Settings(BaseSettings):
     )
 
     max_body_bytes: int = Field(default=1_048_576, ge=1_024, le=64 * 1_048_576)
-    max_batch_requests: int = Field(default=64, ge=1, le=1_000)
-    max_events: int = Field(default=1_000, ge=1, le=10_000)
     overfetch_factor: float = Field(default=2.0, ge=1.0, le=100.0)
     request_concurrency: int = Field(
         default=8, ge=1, le=1_024, description="Recommends past the store round trip at once."
