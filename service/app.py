@@ -108,7 +108,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(DuetError, _duet_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
     app.add_middleware(FastLane)  # inside ServingMiddleware: limits and metrics apply
-    app.add_middleware(ServingMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        ServingMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_inflight=settings.max_inflight,
+    )
     return app
 
 

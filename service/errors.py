@@ -8,6 +8,7 @@ DuetError                      base, never raised itself
 │   └── PayloadTooLargeError   413, body over DUET_MAX_BODY_BYTES
 └── UnavailableError           ours, transient: 503, the client retries
     ├── NotReadyError          no verified bundle loaded
+    ├── OverloadedError        past DUET_MAX_INFLIGHT: shed at once
     └── StoreUnavailableError  Redis down, slow, or breaker open
 """
 
@@ -55,6 +56,10 @@ class UnavailableError(DuetError):
 
 class NotReadyError(UnavailableError):
     code = "not_ready"
+
+
+class OverloadedError(UnavailableError):
+    code = "overloaded"
 
 
 class StoreUnavailableError(UnavailableError):

@@ -63,6 +63,9 @@ REDIS_BREAKER_OPEN = Gauge(
     "duet_redis_breaker_open", "1 while the Redis circuit breaker is open.",
     multiprocess_mode="livemax",
 )  # fmt: skip
+SHED = Counter(
+    "duet_shed_total", "Requests refused at once (503) because the worker was at DUET_MAX_INFLIGHT."
+)
 INFLIGHT = Gauge("duet_inflight_requests", "Requests being served.", multiprocess_mode="livesum")
 EXPERIMENT_ASSIGNMENTS = Counter(
     "duet_experiment_assignments_total", "Recommend answers by experiment arm.",

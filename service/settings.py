@@ -39,6 +39,9 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(default=1_048_576, ge=1_024, le=64 * 1_048_576)
     overfetch_factor: float = Field(default=2.0, ge=1.0, le=100.0)
+    max_inflight: int = Field(
+        default=64, ge=1, le=100_000, description="Requests under /v1/ in flight per worker."
+    )
     request_concurrency: int = Field(
         default=8, ge=1, le=1_024, description="Recommends past the store round trip at once."
     )

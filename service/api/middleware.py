@@ -14,7 +14,7 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
-from service.errors import PayloadTooLargeError
+from service.errors import OverloadedError, PayloadTooLargeError
 
 
 def _too_large_body(limit: int) -> bytes:
@@ -23,10 +23,23 @@ def _too_large_body(limit: int) -> bytes:
     return orjson.dumps({"error": error})
 
 
+def _overloaded_body(limit: int) -> bytes:
+    error = OverloadedError(f"more than {limit} requests in flight in this worker; retry")
+    return orjson.dumps({"error": {"code": error.code, "message": error.message, "field": None}})
+
+
 class ServingMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    """Also the load shedder: past `max_inflight` requests under /v1/ in this worker, a request
+    is answered 503 + `Retry-After` before its body is read, so an overloaded worker spends
+    microseconds on the excess instead of queueing it behind everyone's deadlines. Health,
+    readiness, metrics and admin routes are never shed."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_inflight: int = 64) -> None:
         self.app = app
         self.limit = max_body_bytes
+        self.max_inflight = max_inflight
+        self._serving = 0
+        self._overloaded = _overloaded_body(max_inflight)
         # label children by (route template, method, status, arm): a bounded set, resolved once
         self._children: dict[tuple[str, str, int, str], tuple[Counter, Histogram]] = {}
 
@@ -35,7 +48,14 @@ class ServingMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        serving = scope["path"].startswith("/v1/")
+        if serving and self._serving >= self.max_inflight:
+            metrics.SHED.inc()
+            await _send_json(send, 503, self._overloaded, retry_after=True)
+            self._count(("shed", scope["method"], 503, "none"), started)
+            return
         status = 500
+        self._serving += serving
         metrics.INFLIGHT.inc()
         try:
             declared = _content_length(scope)
@@ -53,18 +73,22 @@ class ServingMiddleware:
             app_receive = receive if declared is not None else self._counting(receive)
             await self.app(scope, app_receive, send_status)
         finally:
+            self._serving -= serving
             metrics.INFLIGHT.dec()
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
-            key = (path, scope["method"], status, scope.get("duet.arm", "none"))
-            children = self._children.get(key)
-            if children is None:
-                children = self._children[key] = (
-                    metrics.HTTP_REQUESTS.labels(path, key[1], str(status), key[3]),
-                    metrics.HTTP_DURATION.labels(path, key[3]),
-                )
-            children[0].inc()
-            children[1].observe(time.perf_counter() - started)
+            self._count((path, scope["method"], status, scope.get("duet.arm", "none")), started)
+
+    def _count(self, key: tuple[str, str, int, str], started: float) -> None:
+        children = self._children.get(key)
+        if children is None:
+            path, method, status, arm = key
+            children = self._children[key] = (
+                metrics.HTTP_REQUESTS.labels(path, method, str(status), arm),
+                metrics.HTTP_DURATION.labels(path, arm),
+            )
+        children[0].inc()
+        children[1].observe(time.perf_counter() - started)
 
     def _counting(self, receive: Receive) -> Receive:
         """Enforce the limit on bodies without a Content-Length (chunked)."""
@@ -93,7 +117,9 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _send_json(send: Send, status: int, body: bytes) -> None:
+async def _send_json(send: Send, status: int, body: bytes, *, retry_after: bool = False) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if retry_after:
+        headers.append((b"retry-after", b"1"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
