@@ -30,23 +30,26 @@ MAX_MANIFEST_BYTES = 1 << 20
 _VERSION_PATTERN = r"^[A-Za-z0-9._:+-]{1,128}$"
 
 
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
+class _Strict(BaseModel):
+    """Unknown keys are refused: a typo in the contract must fail loudly, not be ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class FileEntry(_Lenient):
+class FileEntry(_Strict):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bytes: int = Field(ge=0)
 
 
-class IndexSpec(_Lenient):
+class IndexSpec(_Strict):
     file: str
     type: Literal["flat_ip", "hnsw", "ivf"]
     params: dict[str, Any] = Field(default_factory=dict)
     ntotal: int = Field(ge=1)
+    recall_at_100: float | None = Field(default=None, ge=0, le=1)
 
 
-class UserTowerSpec(_Lenient):
+class UserTowerSpec(_Strict):
     file: str
     inputs: list[dict[str, Any]]
     outputs: list[dict[str, Any]] = Field(min_length=1, max_length=1)
@@ -56,21 +59,35 @@ class UserTowerSpec(_Lenient):
     user_features: dict[str, Any] | None = None
 
 
-class FileRef(_Lenient):
+class ItemTowerSpec(_Strict):
     file: str
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]] = Field(min_length=1, max_length=1)
+    genre_vocab: list[str]
+    year_mean: float
+    year_std: float
+    title_hash_buckets: int = Field(ge=1)
+    title_max_tokens: int = Field(ge=1)
 
 
-class Manifest(_Lenient):
+class Manifest(_Strict):
     format_version: Literal[1]
     bundle_version: str = Field(pattern=_VERSION_PATTERN)
+    created_at: str
+    dataset: str
     embedding_dim: int = Field(ge=1, le=4_096)
     metric: Literal["inner_product"]
+    normalized: Literal[True]
     num_items: int = Field(ge=1)
     num_users: int = Field(ge=0)
     index: IndexSpec
     user_tower: UserTowerSpec
-    item_tower: FileRef
+    item_tower: ItemTowerSpec
     files: dict[str, FileEntry]
+    # provenance, shown by /admin/bundles but never acted on: free-form inside
+    training_data: dict[str, Any]
+    training: dict[str, Any]
+    metrics: dict[str, Any]
 
 
 class ItemRecord(BaseModel):
@@ -231,7 +248,7 @@ def _encoder(files: dict[str, bytes], manifest: Manifest) -> UserEncoder:
         raise BundleError("user_tower.padding_idx must equal num_items")
     if tower.user_vocab_size != manifest.num_users + 1:
         raise BundleError("user_tower.user_vocab_size must equal num_users + 1")
-    session = open_session(files[tower.file])
+    session = _session(files, tower.file)
     check_signature(session, tower.model_dump(), "user_tower")
     shapes = {d.get("name"): d.get("shape") for d in tower.inputs + tower.outputs}
     if shapes.get("history") != ["batch", tower.history_length]:
@@ -257,6 +274,14 @@ def _encoder(files: dict[str, bytes], manifest: Manifest) -> UserEncoder:
     )
 
 
+def _session(files: dict[str, bytes], name: str) -> Any:
+    """An ONNX session on verified bytes; a refusal names the file it came from."""
+    try:
+        return open_session(files[name])
+    except BundleError as exc:
+        raise BundleError(f"{name}: {exc.message}") from exc
+
+
 def load_bundle(path: Path) -> Bundle:
     """Verify then load; raises BundleError with the first problem found."""
     root = path.resolve()
@@ -276,7 +301,7 @@ def load_bundle(path: Path) -> Bundle:
     catalog = _catalog(files, manifest)
     encoder = _encoder(files, manifest)
     index = _index(files[manifest.index.file], manifest)
-    item_tower = open_session(files[manifest.item_tower.file])
+    item_tower = _session(files, manifest.item_tower.file)
     check_signature(item_tower, manifest.item_tower.model_dump(), "item_tower")
     del item_tower  # verified only: serving needs the index, not the item tower
     return Bundle(

@@ -55,7 +55,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholder_token(self) -> Self:
-        token = self.admin_token.get_secret_value() if self.admin_token else None
+        token = self.admin_token.get_secret_value() if self.admin_token is not None else None
         weak = token is not None and (token.lower() in PLACEHOLDER_ADMIN_TOKENS or len(token) < 16)
         if weak and not self.dev_mode:
             raise ValueError(

@@ -15,7 +15,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Header, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.api.schemas import ErrorResponse
+from service.api.routing import BodyErrorsAreInput
+from service.api.schemas import COMMON_RESPONSES, ErrorResponse
 from service.arms import ArmRouter, ArmTable
 from service.errors import RequestError
 from service.experiments import ExperimentRouter
@@ -30,19 +31,20 @@ class UnauthorizedError(RequestError):
 
 def require_admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
     settings: Settings = request.app.state.settings
-    if settings.admin_token is None:
+    expected = settings.admin_token.get_secret_value().encode() if settings.admin_token else b""
+    if not expected.strip():  # an empty token must never match an empty bearer
         raise UnauthorizedError("the admin API is disabled: DUET_ADMIN_TOKEN is not set")
     scheme, _, given = (authorization or "").partition(" ")
-    expected = settings.admin_token.get_secret_value().encode()
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
         raise UnauthorizedError("missing or wrong bearer token", field="Authorization")
 
 
 router = APIRouter(
+    route_class=BodyErrorsAreInput,
     prefix="/admin",
     tags=["admin"],
     dependencies=[Depends(require_admin)],
-    responses={401: {"model": ErrorResponse}},
+    responses={**COMMON_RESPONSES, 401: {"model": ErrorResponse}},
 )
 
 

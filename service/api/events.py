@@ -6,10 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Request, Response, status
 
-from service.api.schemas import ErrorResponse, EventsAccepted, EventsBody
+from service.api.routing import BodyErrorsAreInput
+from service.api.schemas import COMMON_RESPONSES, ErrorResponse, EventsAccepted, EventsBody
 from service.arms import ArmTable
 
-router = APIRouter(prefix="/v1", tags=["events"])
+router = APIRouter(
+    prefix="/v1", tags=["events"], responses=COMMON_RESPONSES, route_class=BodyErrorsAreInput
+)
 
 
 @router.post(

@@ -9,9 +9,19 @@ import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from service.api.deps import serving, tag_arm
-from service.api.schemas import MAX_K, ErrorResponse, Id, RetrieveRequest, RetrieveResponse
+from service.api.routing import BodyErrorsAreInput
+from service.api.schemas import (
+    COMMON_RESPONSES,
+    MAX_K,
+    ErrorResponse,
+    Id,
+    RetrieveRequest,
+    RetrieveResponse,
+)
 
-router = APIRouter(prefix="/v1", tags=["retrieve"])
+router = APIRouter(
+    prefix="/v1", tags=["retrieve"], responses=COMMON_RESPONSES, route_class=BodyErrorsAreInput
+)
 
 
 def _json(content: object) -> Response:

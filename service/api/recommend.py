@@ -9,7 +9,9 @@ import orjson
 from fastapi import APIRouter, Request, Response
 
 from service.api.deps import ARM_HEADER_OPENAPI, arm_override, serving, tag_arm
+from service.api.routing import BodyErrorsAreInput
 from service.api.schemas import (
+    COMMON_RESPONSES,
     BatchRequest,
     BatchResponse,
     ErrorResponse,
@@ -18,9 +20,13 @@ from service.api.schemas import (
 )
 from service.recommender import Recommendation
 
-router = APIRouter(prefix="/v1", tags=["recommend"])
+router = APIRouter(
+    prefix="/v1", tags=["recommend"], responses=COMMON_RESPONSES, route_class=BodyErrorsAreInput
+)
 PATH = "/v1/recommend"
-_ERRORS: dict[int | str, dict[str, object]] = {503: {"model": ErrorResponse}}
+_ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorResponse, "description": "X-Duet-Arm names an unknown arm."}
+}
 
 
 def _json(content: object) -> Response:

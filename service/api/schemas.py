@@ -29,7 +29,7 @@ EventType = Literal["view", "click", "rating", "purchase", "add_to_cart", "like"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # true is not 1
 
 
 class Filters(_Strict):
@@ -161,3 +161,14 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+COMMON_RESPONSES: dict[int | str, dict[str, object]] = {
+    413: {"model": ErrorResponse, "description": "Body larger than DUET_MAX_BODY_BYTES."},
+    422: {"model": ErrorResponse, "description": "Invalid input; `error.field` names the field."},
+    503: {
+        "model": ErrorResponse,
+        "description": "Not ready, overloaded or store unavailable: retry after Retry-After.",
+    },
+}
+"""Answers the middleware and handlers may give on any body-taking route, declared once."""

@@ -22,7 +22,6 @@ from service.lifecycle import (
 )
 
 
-
 @pytest.fixture(scope="module")
 def bundle_root(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory holding `v1`, a copy of the session's tiny bundle; variants go next to it."""

@@ -12,7 +12,6 @@ from scripts.simulate import render, replays, simulate
 from service.settings import Settings
 from tests.service.conftest import NUM_ITEMS, NUM_USERS, serve
 
-
 CONFIG = """
 name = "sim"
 salt = "sim-salt"

@@ -28,8 +28,10 @@ async def test_excess_requests_are_shed_and_nothing_after(bundle_dir: Path) -> N
             asyncio.create_task(client.post("/v1/recommend", content=slow_body(), headers=JSON))
             for _ in range(2)
         ]
-        while metric((await client.get("/metrics")).text, "duet_inflight_requests") < 3:
-            await asyncio.sleep(0.01)  # both held requests (and this scrape) are in flight
+        for _ in range(1_000):  # until both held requests (and this scrape) are in flight
+            if metric((await client.get("/metrics")).text, "duet_inflight_requests") >= 3:
+                break
+            await asyncio.sleep(0.01)
         shed = await client.post("/v1/recommend", json={"user_id": user})
         assert shed.status_code == 503
         assert shed.headers["retry-after"] == "1"
