@@ -41,6 +41,7 @@ clean:
 # Operations (issue 5): compose validation, load test, benchmark. Tools come from the OS packages.
 .PHONY: ops-tools compose-config loadtest
 LOADTEST_HOST ?= http://127.0.0.1:8000
+SOAK_MINUTES ?= 10
 install: ops-tools
 ops-tools:
 	@(command -v wrk >/dev/null && (command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1)) || (apt-get update -q && apt-get install -y -q wrk docker-compose) || (echo "missing tools: run  sudo apt-get install -y wrk docker-compose" >&2; exit 1)
@@ -50,3 +51,12 @@ loadtest: install
 	mkdir -p reports/tmp/loadtest && $(BIN)/locust -f loadtest/locustfile.py --headless --host $(LOADTEST_HOST) --bundle $(BUNDLE) -u 20 -r 5 -t 60s --max-requests 200000 --max-p99-ms 250 --csv reports/tmp/loadtest/run --only-summary
 bench: $(BUNDLE)/manifest.json ops-tools redis
 	$(BIN)/python bench/run.py --bundle $(BUNDLE) --out bench/results --readme README.md
+
+# Failure drills (issue 6): each starts its own Redis and service on loopback, exits 1 on a missed target.
+.PHONY: chaos overload soak
+chaos: $(BUNDLE)/manifest.json redis
+	$(BIN)/python loadtest/chaos_redis.py --bundle $(BUNDLE)
+overload: $(BUNDLE)/manifest.json redis
+	$(BIN)/python loadtest/overload.py --bundle $(BUNDLE)
+soak: $(BUNDLE)/manifest.json redis
+	$(BIN)/python loadtest/soak.py --bundle $(BUNDLE) --minutes $(SOAK_MINUTES)

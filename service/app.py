@@ -112,6 +112,7 @@ def create_app(settings: Settings) -> FastAPI:
         ServingMiddleware,
         max_body_bytes=settings.max_body_bytes,
         max_inflight=settings.max_inflight,
+        max_queue_ms=settings.max_queue_ms,
     )
     return app
 

@@ -64,7 +64,9 @@ REDIS_BREAKER_OPEN = Gauge(
     multiprocess_mode="livemax",
 )  # fmt: skip
 SHED = Counter(
-    "duet_shed_total", "Requests refused at once (503) because the worker was at DUET_MAX_INFLIGHT."
+    "duet_shed_total",
+    "Requests refused at once (503): the worker at DUET_MAX_INFLIGHT or DUET_MAX_QUEUE_MS.",
+    ["reason"],
 )
 INFLIGHT = Gauge("duet_inflight_requests", "Requests being served.", multiprocess_mode="livesum")
 EXPERIMENT_ASSIGNMENTS = Counter(
@@ -97,6 +99,7 @@ STAGE_ENCODE = STAGE_DURATION.labels("encode")
 STAGE_SEARCH = STAGE_DURATION.labels("search")
 STAGE_FILTER = STAGE_DURATION.labels("filter")
 PAGE_MEMO_HITS = PAGE_MEMO.labels("hit")
+SHED_BY_REASON = {reason: SHED.labels(reason) for reason in ("inflight", "queue")}
 
 
 @cache

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     max_inflight: int = Field(
         default=64, ge=1, le=100_000, description="Requests under /v1/ in flight per worker."
     )
+    max_queue_ms: int = Field(
+        default=100, ge=1, le=60_000, description="Shed /v1/ while the event loop is this late."
+    )
     request_concurrency: int = Field(
         default=8, ge=1, le=1_024, description="Recommends past the store round trip at once."
     )

@@ -81,13 +81,16 @@ class ExperimentTracker:
         return batch
 
     async def drain(self) -> None:
-        """Write the buffered exposures and wait for those in flight (clicks, reports, shutdown)."""
+        """Write the buffered exposures and wait for the writes already in flight (clicks,
+        reports, shutdown). Only those: waiting until nothing is pending never ends while
+        recommends keep exposing (it stalled clicks for seconds in the soak run)."""
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None
+        in_flight = list(self._pending)
         await self._record(self._take())
-        while self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+        if in_flight:
+            await asyncio.gather(*in_flight, return_exceptions=True)
 
     async def _record(self, exposures: list[Exposure]) -> None:
         if not exposures:

@@ -14,6 +14,7 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
+from service.api.shedding import Shedder
 from service.errors import OverloadedError, PayloadTooLargeError
 
 
@@ -23,23 +24,25 @@ def _too_large_body(limit: int) -> bytes:
     return orjson.dumps({"error": error})
 
 
-def _overloaded_body(limit: int) -> bytes:
-    error = OverloadedError(f"more than {limit} requests in flight in this worker; retry")
+def _overloaded_body() -> bytes:
+    error = OverloadedError("this worker is at DUET_MAX_INFLIGHT or DUET_MAX_QUEUE_MS; retry")
     return orjson.dumps({"error": {"code": error.code, "message": error.message, "field": None}})
 
 
 class ServingMiddleware:
-    """Also the load shedder: past `max_inflight` requests under /v1/ in this worker, a request
+    """Also the load shedder: past `max_inflight` requests under /v1/ in this worker, or while
+    its event loop is more than `max_queue_ms` behind (shedding.py says why both), a request
     is answered 503 + `Retry-After` before its body is read, so an overloaded worker spends
     microseconds on the excess instead of queueing it behind everyone's deadlines. Health,
     readiness, metrics and admin routes are never shed."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_inflight: int = 64) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, max_inflight: int = 64, max_queue_ms: int = 100
+    ) -> None:
         self.app = app
         self.limit = max_body_bytes
-        self.max_inflight = max_inflight
-        self._serving = 0
-        self._overloaded = _overloaded_body(max_inflight)
+        self.shedder = Shedder(max_inflight=max_inflight, max_queue_s=max_queue_ms / 1000)
+        self._overloaded = _overloaded_body()
         # label children by (route template, method, status, arm): a bounded set, resolved once
         self._children: dict[tuple[str, str, int, str], tuple[Counter, Histogram]] = {}
 
@@ -49,13 +52,14 @@ class ServingMiddleware:
             return
         started = time.perf_counter()
         serving = scope["path"].startswith("/v1/")
-        if serving and self._serving >= self.max_inflight:
-            metrics.SHED.inc()
+        shedder = self.shedder
+        if serving and (reason := shedder.overloaded()) is not None:
+            metrics.SHED_BY_REASON[reason].inc()
             await _send_json(send, 503, self._overloaded, retry_after=True)
             self._count(("shed", scope["method"], 503, "none"), started)
             return
         status = 500
-        self._serving += serving
+        shedder.inflight += serving
         metrics.INFLIGHT.inc()
         try:
             declared = _content_length(scope)
@@ -73,7 +77,7 @@ class ServingMiddleware:
             app_receive = receive if declared is not None else self._counting(receive)
             await self.app(scope, app_receive, send_status)
         finally:
-            self._serving -= serving
+            shedder.inflight -= serving
             metrics.INFLIGHT.dec()
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"

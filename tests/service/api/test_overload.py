@@ -1,11 +1,16 @@
-"""Past DUET_MAX_INFLIGHT, requests are shed at once with 503 + Retry-After; others are not."""
+"""Past DUET_MAX_INFLIGHT or DUET_MAX_QUEUE_MS, requests are shed at once with 503 +
+Retry-After; health is not, and nothing is shed once the burst is over."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from starlette.types import Message, Receive, Scope, Send
+
+from service.api.middleware import ServingMiddleware
 from service.settings import Settings
 from tests.service.api.helpers import metric, users
 from tests.service.conftest import serve
@@ -45,7 +50,38 @@ async def test_excess_requests_are_shed_and_nothing_after(bundle_dir: Path) -> N
         assert after.status_code == 200  # the limit frees as requests finish
         text = (await client.get("/metrics")).text
         for name, labels in (
-            ("duet_shed_total", {}),
+            ("duet_shed_total", {"reason": "inflight"}),
             ("duet_http_requests_total", {"route": "shed", "status": "503"}),
         ):
             assert metric(text, name, **labels) - metric(before, name, **labels) == 1
+
+
+async def _call(app: ServingMiddleware, path: str) -> tuple[int, dict[bytes, bytes]]:
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": path, "headers": []}
+    await app(scope, receive, send)
+    return sent[0]["status"], dict(sent[0]["headers"])
+
+
+async def test_requests_are_shed_while_the_event_loop_is_behind() -> None:
+    """In-flight stays at 0 here: only the loop's backlog says the worker is overloaded."""
+
+    async def answer(scope: Scope, receive: Receive, send: Send) -> None:  # never yields
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    app = ServingMiddleware(answer, max_body_bytes=1024, max_inflight=64, max_queue_ms=5)
+    assert (await _call(app, "/v1/recommend"))[0] == 200  # arms the 1 ms heartbeat
+    time.sleep(0.03)  # noqa: ASYNC251 (the point: the loop busy 30 ms, as under a backlog)
+    status, headers = await _call(app, "/v1/recommend")
+    assert (status, headers[b"retry-after"]) == (503, b"1")
+    assert (await _call(app, "/healthz"))[0] == 200  # never shed
+    await asyncio.sleep(0.01)  # the loop catches up: its heartbeat fires
+    assert (await _call(app, "/v1/recommend"))[0] == 200

@@ -1,0 +1,242 @@
+"""Overload drill: far more concurrent recommends than a worker admits; is shedding cheap?
+
+    python loadtest/overload.py --bundle bundles/demo              (or: make overload)
+    python loadtest/overload.py --url http://127.0.0.1:8000 --bundle bundles/demo
+
+Starts redis-server and one service worker (unless --url points at a running one), warms every
+known user, measures capacity (wrk, 32 connections) and the unloaded latency of a light probe
+(a few requests a second, our own client, so each answer's status and latency are known).
+Then wrk holds --overload-connections connections open against recommend (a closed loop at
+several times the in-flight limit; --flood recommend_cold makes every request a tower run)
+for --duration seconds while the probe keeps going; then the load stops and the probe runs
+10 s more.
+
+Reports (exit 1 naming each miss): share of requests shed; shed latency, client side (median,
+p99; target < 5 ms); p99 of accepted probe requests against the unloaded p99 (target <= 2x);
+sheds in the 10 s after the load (target 0); worker RSS before and after (target: growth <=
+--max-rss-growth %, default 10). Also the in-process p99 of shed and accepted requests
+(histogram buckets): the client-side figures add the time a request waits in the worker's
+event loop before any code of ours sees it, which one worker cannot shorten by shedding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import client
+import stack
+import wrk
+from client import Answer, Request
+
+AFTER_S = 10.0
+Catalog = tuple[list[str], list[str]]  # known users; items, most popular first
+FLOODS = ("recommend_warm", "recommend_cold", "recommend_filters")
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--bundle", type=Path, default=Path("bundles/demo"), help="bundle directory")
+    p.add_argument("--url", help="a running service (its RSS is then not measured)")
+    p.add_argument("--max-inflight", type=int, help="DUET_MAX_INFLIGHT (default: the service's)")
+    p.add_argument("--max-queue-ms", type=int, help="DUET_MAX_QUEUE_MS (default: the service's)")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of overload")
+    p.add_argument("--overload-connections", type=int, default=512, help="wrk connections")
+    p.add_argument(
+        "--flood", default="recommend_warm", choices=FLOODS, help="bench/lua script of the load"
+    )
+    p.add_argument("--probe-rps", type=float, default=50.0, help="probe requests/s")
+    p.add_argument("--max-shed-ms", type=float, default=5.0, help="target: shed p99, client side")
+    p.add_argument("--max-p99-ratio", type=float, default=2.0, help="target: accepted/unloaded p99")
+    p.add_argument("--max-rss-growth", type=float, default=10.0, help="target: RSS growth, %%")
+    p.add_argument("--json", type=Path, help="write the figures here")
+    args = p.parse_args(argv)
+    if args.duration <= 0 or args.probe_rps <= 0:
+        p.error("--duration and --probe-rps must be positive")
+    if args.overload_connections < 2:
+        p.error("--overload-connections must be at least 2")
+    if args.url is not None and not args.url.startswith(f"http://{stack.LOOPBACK}:"):
+        p.error(f"--url must be http://{stack.LOOPBACK}:<port> (drills stay on loopback)")
+    if args.url is not None and (args.max_inflight or args.max_queue_ms):
+        p.error("--max-inflight and --max-queue-ms apply to a service this script starts")
+    return args
+
+
+async def _probe(base: str, users: list[str], rps: float, seconds: float) -> list[Answer]:
+    rng = random.Random(11)
+    out: list[Answer] = []
+
+    def next_request() -> tuple[Request, object]:
+        body = {"user_id": rng.choice(users), "k": 10}
+        return ("POST", "/v1/recommend", json.dumps(body).encode()), None
+
+    await client.drive(
+        base, "probe", next_request, rate_per_s=rps, connections=2,
+        until=time.monotonic() + seconds, max_requests=int(rps * seconds * 2) + 10, out=out,
+    )  # fmt: skip
+    return out
+
+
+def _latency(answers: list[Answer]) -> dict[str, Any]:
+    values = [a.latency_s for a in answers]
+    return {
+        "count": len(values),
+        "p50_ms": client.ms(client.percentile(values, 50)),
+        "p99_ms": client.ms(client.percentile(values, 99)),
+    }
+
+
+def measure(
+    args: argparse.Namespace, base: str, pid: int | None, tmp: Path, catalog: Catalog
+) -> dict[str, Any]:
+    users, items = catalog
+    env = stack.wrk_env(tmp, users, items)
+    print(f"overload: warming {len(users)} users", flush=True)
+    client.run(stack.warm_users(base, users))
+    capacity = wrk.run(base, args.flood, threads=1, connections=32, duration_s=5, env=env)
+    print(f"overload: {args.flood} capacity {capacity.rps:,.0f} req/s (32 connections)", flush=True)
+    unloaded = client.run(_probe(base, users, args.probe_rps, 5.0))
+    rss_start = stack.rss_mb(pid) if pid else None
+
+    before = stack.scrape(base)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        flood = pool.submit(
+            wrk.run, base, args.flood, threads=1, connections=args.overload_connections,
+            duration_s=args.duration, env=env,
+        )  # fmt: skip
+        time.sleep(1.0)  # let every wrk connection open before the probe starts
+        loaded = client.run(_probe(base, users, args.probe_rps, args.duration - 2.0))
+        flooded = flood.result(timeout=args.duration + 60)
+    during = stack.scrape(base).minus(before)
+    print(f"overload: {flooded.requests:,} requests in {flooded.duration_s} s", flush=True)
+
+    after_start = stack.scrape(base)
+    calm = client.run(_probe(base, users, args.probe_rps, AFTER_S))
+    calm_sheds = stack.scrape(base).minus(after_start).total("duet_shed_total")
+    rss_end = stack.rss_mb(pid) if pid else None
+
+    shed = [a for a in loaded if a.status == 503]
+    accepted = [a for a in loaded if a.status == 200]
+    answered = during.total("duet_http_requests_total", route="/v1/recommend")
+    shed_total = during.total("duet_shed_total")
+    server_p99 = {
+        route: client.ms(during.quantile("duet_http_request_duration_seconds", 0.99, route=route))
+        for route in ("shed", "/v1/recommend")
+    }
+    return {
+        "capacity_rps": capacity.rps,
+        "overload": {
+            "flood": args.flood,
+            "connections": args.overload_connections,
+            "answered_rps": flooded.rps,
+            "shed_share": round(shed_total / (shed_total + answered), 4) if answered else None,
+            "shed_by_reason": {
+                r: during.total("duet_shed_total", reason=r) for r in ("inflight", "queue")
+            },
+            "shed_with_retry_after": all(a.retry_after == b"1" for a in shed),
+            "other_statuses": sorted({a.status for a in loaded} - {200, 503}),
+        },
+        "unloaded_probe": _latency([a for a in unloaded if a.status == 200]),
+        "accepted_probe": _latency(accepted),
+        "shed_probe": _latency(shed),
+        # in-process time (middleware in to last byte out), as a histogram bucket's upper bound
+        "server_p99_ms_bucket": {
+            "shed": server_p99["shed"],
+            "accepted": server_p99["/v1/recommend"],
+        },
+        "after_load": {
+            "seconds": AFTER_S,
+            "probe_503": sum(1 for a in calm if a.status == 503),
+            "sheds": calm_sheds,
+            "probe_non_2xx": sum(1 for a in calm if a.status != 200),
+        },
+        "rss_mb": {
+            "start": None if rss_start is None else round(rss_start, 1),
+            "end": None if rss_end is None else round(rss_end, 1),
+        },
+    }
+
+
+def misses(result: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    out = []
+    over = result["overload"]
+    if not over["shed_share"]:
+        out.append("nothing was shed: the load did not exceed the in-flight limit")
+    if not over["shed_with_retry_after"]:
+        out.append("a shed answer had no `Retry-After: 1`")
+    if over["other_statuses"]:
+        out.append(f"answers other than 200/503 during overload: {over['other_statuses']}")
+    shed_p99 = result["shed_probe"]["p99_ms"]
+    if shed_p99 is not None and shed_p99 >= args.max_shed_ms:
+        out.append(f"shed p99 {shed_p99} ms, client side (target < {args.max_shed_ms} ms)")
+    unloaded, accepted = result["unloaded_probe"]["p99_ms"], result["accepted_probe"]["p99_ms"]
+    if accepted is None:
+        out.append("no probe request was accepted under overload")
+    elif unloaded and accepted > args.max_p99_ratio * unloaded:
+        out.append(f"accepted p99 {accepted} ms > {args.max_p99_ratio}x unloaded p99 {unloaded} ms")
+    after = result["after_load"]
+    if after["sheds"] or after["probe_non_2xx"]:
+        out.append(
+            f"{after['sheds']:.0f} sheds, {after['probe_non_2xx']} probe non-2xx in the "
+            f"{AFTER_S:.0f} s after the load (target 0)"
+        )
+    rss = result["rss_mb"]
+    if rss["start"] and rss["end"] > rss["start"] * (1 + args.max_rss_growth / 100):
+        out.append(f"RSS {rss['start']} -> {rss['end']} MB (target <= +{args.max_rss_growth}%)")
+    return out
+
+
+def overload(args: argparse.Namespace) -> dict[str, Any]:
+    stack.require_tool("wrk", wrk.INSTALL_WRK)
+    catalog = stack.users_and_items(args.bundle)  # a bad bundle fails before anything starts
+    with tempfile.TemporaryDirectory(prefix="duet-overload-") as tmp_name:
+        tmp = Path(tmp_name)
+        if args.url is not None:
+            return measure(args, args.url.rstrip("/"), None, tmp, catalog)
+        redis = stack.RedisProcess(tmp)
+        redis.start()
+        service = None
+        try:
+            limits = {"DUET_MAX_INFLIGHT": args.max_inflight}
+            limits["DUET_MAX_QUEUE_MS"] = args.max_queue_ms
+            env = {k: str(v) for k, v in limits.items() if v is not None}
+            service, base = stack.start_service(args.bundle, redis.url, tmp, env, 180.0)
+            result = measure(args, base, service.popen.pid, tmp, catalog)
+            service.check_alive()
+            return result
+        except stack.BenchError as e:
+            tail = f"\n--- service log (tail) ---\n{service.tail()}" if service else ""
+            raise stack.BenchError(f"{e}{tail}") from e
+        finally:
+            if service is not None:
+                service.stop()
+            redis.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    try:
+        result = overload(args)
+    except stack.BenchError as e:
+        print(f"overload: FAILED: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    missed = misses(result, args)
+    for line in missed:
+        print(f"overload: MISSED: {line}", file=sys.stderr)
+    if not missed:
+        print("overload: every target met")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

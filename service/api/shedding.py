@@ -1,0 +1,45 @@
+"""When a worker refuses a request at once: too many in flight, or its event loop too far behind.
+
+Counting requests in flight is not enough on its own. A warm recommend completes without ever
+yielding to the event loop, so under a flood the in-flight count stays near 1 while requests
+wait tens of milliseconds in the loop's queue, unseen by any handler (measured with
+loadtest/overload.py: 512 connections, p50 81 ms, not one request shed at DUET_MAX_INFLIGHT=64).
+
+The queue is measured with a heartbeat: a request that finds none pending arms a timer due in
+1 ms. While that timer is overdue the loop has been busy without a break, and a request
+started now has waited in its queue at least as long. The timer is armed only by requests, so
+an idle worker never wakes up for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+TICK_S = 0.001
+
+
+class Shedder:
+    def __init__(self, *, max_inflight: int, max_queue_s: float) -> None:
+        self.max_inflight = max_inflight
+        self.inflight = 0
+        self._max_queue = max_queue_s
+        self._due = math.inf
+        self._armed = False
+
+    def overloaded(self) -> str | None:
+        """Why to shed the request about to start ("inflight", "queue"), or None to admit it.
+        Call once per request under /v1/."""
+        now = time.perf_counter()
+        if not self._armed:
+            self._armed = True
+            self._due = now + TICK_S
+            asyncio.get_running_loop().call_later(TICK_S, self._tick)
+        if self.inflight >= self.max_inflight:
+            return "inflight"
+        return "queue" if now - self._due > self._max_queue else None
+
+    def _tick(self) -> None:
+        self._armed = False
+        self._due = math.inf
