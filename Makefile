@@ -39,7 +39,7 @@ clean:
 	rm -rf $(VENV) bundles .pytest_cache .mypy_cache .ruff_cache
 
 # Operations (issue 5): compose validation, load test, benchmark. Tools come from the OS packages.
-.PHONY: ops-tools compose-config loadtest
+.PHONY: ops-tools compose-config loadtest bench-miss
 LOADTEST_HOST ?= http://127.0.0.1:8000
 SOAK_MINUTES ?= 10
 install: ops-tools
@@ -51,6 +51,8 @@ loadtest: install
 	mkdir -p reports/tmp/loadtest && $(BIN)/locust -f loadtest/locustfile.py --headless --host $(LOADTEST_HOST) --bundle $(BUNDLE) -u 20 -r 5 -t 60s --max-requests 200000 --max-p99-ms 250 --csv reports/tmp/loadtest/run --only-summary
 bench: $(BUNDLE)/manifest.json ops-tools redis
 	$(BIN)/python bench/run.py --bundle $(BUNDLE) --out bench/results --readme README.md
+bench-miss: $(BUNDLE)/manifest.json redis
+	$(BIN)/python bench/miss_path.py --bundle $(BUNDLE)
 
 # Failure drills (issue 6): each starts its own Redis and service on loopback, exits 1 on a missed target.
 .PHONY: chaos overload soak
