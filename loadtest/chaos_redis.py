@@ -56,7 +56,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--recommend-rps", type=float, default=300.0, help="recommend requests/s")
     p.add_argument("--events-rps", type=float, default=50.0, help="events/s (one per request)")
     p.add_argument("--connections", type=int, default=8, help="client connections per kind")
-    p.add_argument("--redis-timeout-ms", type=int, default=200, help="DUET_REDIS_TIMEOUT_MS")
+    p.add_argument("--redis-timeout-ms", type=int, default=50, help="DUET_REDIS_TIMEOUT_MS")
     p.add_argument("--max-open-s", type=float, default=1.0, help="target: breaker open after kill")
     p.add_argument("--max-recovery-s", type=float, default=60.0, help="target: hit ratio back")
     p.add_argument("--ready-timeout", type=float, default=180.0, help="seconds to wait for ready")
