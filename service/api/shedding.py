@@ -7,7 +7,9 @@ loadtest/overload.py: 512 connections, p50 81 ms, not one request shed at DUET_M
 
 The queue is measured with a heartbeat: a request that finds none pending arms a timer due in
 1 ms. While that timer is overdue the loop has been busy without a break, and a request
-started now has waited in its queue at least as long. The timer is armed only by requests, so
+started now has waited in its queue at least as long. Only a backlog sheds: the previous
+heartbeat must have been late as well, so one long step (a bundle swap) sheds nothing; it
+made a reload under load answer 503s before this rule. The timer is armed only by requests, so
 an idle worker never wakes up for it.
 """
 
@@ -27,6 +29,8 @@ class Shedder:
         self._max_queue = max_queue_s
         self._due = math.inf
         self._armed = False
+        self._scheduled = 0.0
+        self._last_late = 0.0  # how late the previous heartbeat fired
 
     def overloaded(self) -> str | None:
         """Why to shed the request about to start ("inflight", "queue"), or None to admit it.
@@ -34,12 +38,16 @@ class Shedder:
         now = time.perf_counter()
         if not self._armed:
             self._armed = True
-            self._due = now + TICK_S
+            self._due = self._scheduled = now + TICK_S
             asyncio.get_running_loop().call_later(TICK_S, self._tick)
         if self.inflight >= self.max_inflight:
             return "inflight"
-        return "queue" if now - self._due > self._max_queue else None
+        # a backlog, not one stall: the previous heartbeat was late too. A single long step (a
+        # bundle swap's collection, a slow import) leaves no queue behind and sheds nothing.
+        sustained = self._last_late > self._max_queue / 2
+        return "queue" if sustained and now - self._due > self._max_queue else None
 
     def _tick(self) -> None:
+        self._last_late = time.perf_counter() - self._scheduled
         self._armed = False
         self._due = math.inf
