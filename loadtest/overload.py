@@ -46,7 +46,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--bundle", type=Path, default=Path("bundles/demo"), help="bundle directory")
     p.add_argument("--url", help="a running service (its RSS is then not measured)")
     p.add_argument("--max-inflight", type=int, help="DUET_MAX_INFLIGHT (default: the service's)")
-    p.add_argument("--max-queue-ms", type=int, help="DUET_MAX_QUEUE_MS (default: the service's)")
+    p.add_argument("--max-queue-ms", type=int, help="DUET_MAX_QUEUE_MS (default here: 100)")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of overload")
     p.add_argument("--overload-connections", type=int, default=512, help="wrk connections")
     p.add_argument(
@@ -205,7 +205,7 @@ def overload(args: argparse.Namespace) -> dict[str, Any]:
         service = None
         try:
             limits = {"DUET_MAX_INFLIGHT": args.max_inflight}
-            limits["DUET_MAX_QUEUE_MS"] = args.max_queue_ms
+            limits["DUET_MAX_QUEUE_MS"] = 100 if args.max_queue_ms is None else args.max_queue_ms
             env = {k: str(v) for k, v in limits.items() if v is not None}
             service, base = stack.start_service(args.bundle, redis.url, tmp, env, 180.0)
             result = measure(args, base, service.popen.pid, tmp, catalog)

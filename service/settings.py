@@ -43,7 +43,10 @@ class Settings(BaseSettings):
         default=64, ge=1, le=100_000, description="Requests under /v1/ in flight per worker."
     )
     max_queue_ms: int = Field(
-        default=100, ge=1, le=60_000, description="Shed /v1/ while the event loop is this late."
+        default=0,
+        ge=0,
+        le=60_000,
+        description="Shed /v1/ while the event loop stays this late; 0 = off (in-flight only).",
     )
     request_concurrency: int = Field(
         default=8, ge=1, le=1_024, description="Recommends past the store round trip at once."

@@ -7,6 +7,7 @@ the arm the route chose (`scope["duet.arm"]`), so label cardinality stays bounde
 
 from __future__ import annotations
 
+import math
 import time
 
 import orjson
@@ -37,11 +38,12 @@ class ServingMiddleware:
     readiness, metrics and admin routes are never shed."""
 
     def __init__(
-        self, app: ASGIApp, *, max_body_bytes: int, max_inflight: int = 64, max_queue_ms: int = 100
+        self, app: ASGIApp, *, max_body_bytes: int, max_inflight: int = 64, max_queue_ms: int = 0
     ) -> None:
         self.app = app
         self.limit = max_body_bytes
-        self.shedder = Shedder(max_inflight=max_inflight, max_queue_s=max_queue_ms / 1000)
+        queue_s = max_queue_ms / 1000 if max_queue_ms > 0 else math.inf  # 0: in-flight only
+        self.shedder = Shedder(max_inflight=max_inflight, max_queue_s=queue_s)
         self._overloaded = _overloaded_body()
         # label children by (route template, method, status, arm): a bounded set, resolved once
         self._children: dict[tuple[str, str, int, str], tuple[Counter, Histogram]] = {}
