@@ -313,15 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     except stack.BenchError as e:
         print(f"chaos: FAILED: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2))
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    missed = misses(result, args)
-    for line in missed:
-        print(f"chaos: MISSED: {line}", file=sys.stderr)
-    if not missed:
-        print("chaos: every target met")
-    return 1 if missed else 0
+    return stack.finish("chaos", result, args.json, misses(result, args))
 
 
 if __name__ == "__main__":

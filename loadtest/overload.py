@@ -227,15 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     except stack.BenchError as e:
         print(f"overload: FAILED: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2))
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    missed = misses(result, args)
-    for line in missed:
-        print(f"overload: MISSED: {line}", file=sys.stderr)
-    if not missed:
-        print("overload: every target met")
-    return 1 if missed else 0
+    return stack.finish("overload", result, args.json, misses(result, args))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import json
 import sys
 import tempfile
 import time
@@ -207,15 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     except stack.BenchError as e:
         print(f"soak: FAILED: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=2))
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    missed = misses(result, args)
-    for line in missed:
-        print(f"soak: MISSED: {line}", file=sys.stderr)
-    if not missed:
-        print("soak: every target met")
-    return 1 if missed else 0
+    return stack.finish(
+        "soak",
+        result,
+        args.json,
+        misses(result, args),
+        shown={k: v for k, v in result.items() if k != "samples"},
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH_DIR))
@@ -41,6 +42,7 @@ __all__ = [
     "Child",
     "RedisProcess",
     "Sample",
+    "finish",
     "free_port",
     "open_files",
     "redis_info",
@@ -232,3 +234,23 @@ def wrk_env(tmp: Path, users: list[str], items: list[str]) -> dict[str, str]:
     (tmp / "users.txt").write_text("\n".join(users) + "\n", encoding="utf-8")
     (tmp / "items.txt").write_text("\n".join(items) + "\n", encoding="utf-8")
     return {"DUET_BENCH_USERS": str(tmp / "users.txt"), "DUET_BENCH_ITEMS": str(tmp / "items.txt")}
+
+
+def finish(
+    name: str,
+    result: dict[str, Any],
+    json_path: Path | None,
+    missed: list[str],
+    *,
+    shown: dict[str, Any] | None = None,
+) -> int:
+    """Print the figures (`shown`, default all), write them all as JSON, name every missed
+    target; the drill's exit code (1 on a miss)."""
+    print(json.dumps(result if shown is None else shown, indent=2))
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    for line in missed:
+        print(f"{name}: MISSED: {line}", file=sys.stderr)
+    if not missed:
+        print(f"{name}: every target met")
+    return 1 if missed else 0
