@@ -31,8 +31,8 @@ def _overloaded_body() -> bytes:
 
 
 class ServingMiddleware:
-    """Also the load shedder: past `max_inflight` requests under /v1/ in this worker, or while
-    its event loop is more than `max_queue_ms` behind (shedding.py says why both), a request
+    """Also the load shedder: past `max_inflight` requests under /v1/ in this worker, or (when
+    `max_queue_ms` is set) while its event loop stays that far behind (shedding.py), a request
     is answered 503 + `Retry-After` before its body is read, so an overloaded worker spends
     microseconds on the excess instead of queueing it behind everyone's deadlines. Health,
     readiness, metrics and admin routes are never shed."""
