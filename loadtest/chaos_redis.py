@@ -293,8 +293,7 @@ def chaos(args: argparse.Namespace) -> dict[str, Any]:
             service.check_alive()
             result = report(answers, timeline, server.port)
         except stack.BenchError as e:
-            tail = f"\n--- service log (tail) ---\n{service.tail()}" if service else ""
-            raise stack.BenchError(f"{e}{tail}") from e
+            raise stack.with_service_log(e, service) from e
         finally:
             if service is not None:
                 service.stop()
@@ -308,12 +307,9 @@ def chaos(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
-    try:
-        result = chaos(args)
-    except stack.BenchError as e:
-        print(f"chaos: FAILED: {e}", file=sys.stderr)
-        return 2
-    return stack.finish("chaos", result, args.json, misses(result, args))
+    return stack.run_drill(
+        "chaos", lambda: chaos(args), args.json, lambda result: misses(result, args)
+    )
 
 
 if __name__ == "__main__":

@@ -212,8 +212,7 @@ def overload(args: argparse.Namespace) -> dict[str, Any]:
             service.check_alive()
             return result
         except stack.BenchError as e:
-            tail = f"\n--- service log (tail) ---\n{service.tail()}" if service else ""
-            raise stack.BenchError(f"{e}{tail}") from e
+            raise stack.with_service_log(e, service) from e
         finally:
             if service is not None:
                 service.stop()
@@ -222,12 +221,9 @@ def overload(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
-    try:
-        result = overload(args)
-    except stack.BenchError as e:
-        print(f"overload: FAILED: {e}", file=sys.stderr)
-        return 2
-    return stack.finish("overload", result, args.json, misses(result, args))
+    return stack.run_drill(
+        "overload", lambda: overload(args), args.json, lambda result: misses(result, args)
+    )
 
 
 if __name__ == "__main__":

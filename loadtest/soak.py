@@ -137,8 +137,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                 runs = load.result()
             served = stack.scrape(base).minus(before)
         except stack.BenchError as e:
-            tail = f"\n--- service log (tail) ---\n{service.tail()}" if service else ""
-            raise stack.BenchError(f"{e}{tail}") from e
+            raise stack.with_service_log(e, service) from e
         finally:
             if service is not None:
                 service.stop()
@@ -201,17 +200,12 @@ def misses(result: dict[str, Any], args: argparse.Namespace) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
-    try:
-        result = soak(args)
-    except stack.BenchError as e:
-        print(f"soak: FAILED: {e}", file=sys.stderr)
-        return 2
-    return stack.finish(
+    return stack.run_drill(
         "soak",
-        result,
+        lambda: soak(args),
         args.json,
-        misses(result, args),
-        shown={k: v for k, v in result.items() if k != "samples"},
+        lambda result: misses(result, args),
+        shown=lambda r: {k: v for k, v in r.items() if k != "samples"},
     )
 
 

@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,16 +43,17 @@ __all__ = [
     "Child",
     "RedisProcess",
     "Sample",
-    "finish",
     "free_port",
     "open_files",
     "redis_info",
     "require_tool",
     "rss_mb",
+    "run_drill",
     "scrape",
     "start_service",
     "users_and_items",
     "warm_users",
+    "with_service_log",
     "wrk_env",
 ]
 
@@ -236,19 +238,31 @@ def wrk_env(tmp: Path, users: list[str], items: list[str]) -> dict[str, str]:
     return {"DUET_BENCH_USERS": str(tmp / "users.txt"), "DUET_BENCH_ITEMS": str(tmp / "items.txt")}
 
 
-def finish(
+def with_service_log(error: BenchError, service: Child | None) -> BenchError:
+    """`error`, with the tail of the service's log when there is a service to blame."""
+    tail = f"\n--- service log (tail) ---\n{service.tail()}" if service else ""
+    return BenchError(f"{error}{tail}")
+
+
+def run_drill(
     name: str,
-    result: dict[str, Any],
+    drill: Callable[[], dict[str, Any]],
     json_path: Path | None,
-    missed: list[str],
+    misses: Callable[[dict[str, Any]], list[str]],
     *,
-    shown: dict[str, Any] | None = None,
+    shown: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> int:
-    """Print the figures (`shown`, default all), write them all as JSON, name every missed
-    target; the drill's exit code (1 on a miss)."""
-    print(json.dumps(result if shown is None else shown, indent=2))
+    """Run a drill; print its figures (`shown` of them), write them all as JSON and name every
+    missed target. The exit code: 2 when it could not run, 1 on a miss, else 0."""
+    try:
+        result = drill()
+    except BenchError as e:
+        print(f"{name}: FAILED: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result if shown is None else shown(result), indent=2))
     if json_path is not None:
         json_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    missed = misses(result)
     for line in missed:
         print(f"{name}: MISSED: {line}", file=sys.stderr)
     if not missed:
