@@ -24,6 +24,7 @@ from service.errors import InvalidInputError, NotFoundError, StoreUnavailableErr
 from service.filters import ItemFilter
 from service.policies import rank
 from service.store import EMPTY_STATE, Store
+from service.store.base import EmbeddingWrite
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ class Recommender:
     def __init__(self, store: Store, *, concurrency: int = 8) -> None:
         self.store = store
         self._pending: set[asyncio.Task[None]] = set()
+        self._writes: list[EmbeddingWrite] = []
         self._gate = asyncio.Semaphore(concurrency)
 
     async def recommend(self, arm: Arm, query: RecommendQuery, request_id: str) -> Recommendation:
@@ -186,7 +188,9 @@ class Recommender:
             looked_up = encoded
             if cacheable:
                 cached = vector.tobytes()
-                self._cache_later(query.user_id, bundle.version, state.version, cached)
+                self._cache_later(
+                    EmbeddingWrite(query.user_id, bundle.version, state.version, cached)
+                )
         rows, scores = rank(
             bundle, arm.policy, arm.search, vector, query.k, excluded=excluded, allowed=allowed
         )
@@ -196,22 +200,30 @@ class Recommender:
             arm.pages.put(query.user_id, query.k, state.history, cached, items)
         return Recommendation(request_id, query.user_id, bundle.version, arm.name, items, fallback)
 
-    def _cache_later(self, user_id: str, bundle_version: str, version: int, value: bytes) -> None:
-        """Write the embedding after the response: the client does not wait for the cache."""
-        task = asyncio.get_running_loop().create_task(
-            self._cache(user_id, bundle_version, version, value)
-        )
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+    def _cache_later(self, write: EmbeddingWrite) -> None:
+        """Write the embedding after the response, batched: the client does not wait for the
+        cache, and the misses of one loop iteration share one round trip and one task (a task
+        per miss cost ~10 us of the miss path, measured with bench/miss_path.py)."""
+        if not self._writes:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._writes.append(write)
 
-    async def _cache(self, user_id: str, bundle_version: str, version: int, value: bytes) -> None:
+    def _flush(self) -> None:
+        writes, self._writes = self._writes, []
+        if writes:
+            task = asyncio.get_running_loop().create_task(self._cache(writes))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _cache(self, writes: list[EmbeddingWrite]) -> None:
         try:
-            await self.store.cache_embedding(user_id, bundle_version, version, value)
+            await self.store.cache_embeddings(writes)
         except StoreUnavailableError:
-            metrics.cache_counter(self.store.backend, "error").inc()
+            metrics.cache_counter(self.store.backend, "error").inc(len(writes))
 
     async def drain(self) -> None:
         """Wait for background cache writes (shutdown, tests)."""
+        self._flush()
         while self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
 

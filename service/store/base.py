@@ -32,6 +32,16 @@ class UserState:
 EMPTY_STATE = UserState(history=(), version=0, embedding=None)
 
 
+@dataclass(frozen=True, slots=True)
+class EmbeddingWrite:
+    """A user embedding to cache, computed from history `version` by bundle `bundle_version`."""
+
+    user_id: str
+    bundle_version: str
+    version: int
+    embedding: bytes
+
+
 def pack_embedding(version: int, embedding: bytes) -> bytes:
     return _VERSION.pack(version) + embedding
 
@@ -54,9 +64,13 @@ class Store(ABC):
         """History, its version and the embedding cached for `bundle_version`, in one trip."""
 
     @abstractmethod
+    async def cache_embeddings(self, writes: Sequence[EmbeddingWrite]) -> None:
+        """Cache several embeddings in one round trip (the request path batches its misses)."""
+
     async def cache_embedding(
         self, user_id: str, bundle_version: str, version: int, embedding: bytes
-    ) -> None: ...
+    ) -> None:
+        await self.cache_embeddings([EmbeddingWrite(user_id, bundle_version, version, embedding)])
 
     @abstractmethod
     async def append_events(self, events: Sequence[tuple[str, str]]) -> None:

@@ -6,7 +6,14 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 
-from service.store.base import Store, StoreHealth, UserState, pack_embedding, unpack_embedding
+from service.store.base import (
+    EmbeddingWrite,
+    Store,
+    StoreHealth,
+    UserState,
+    pack_embedding,
+    unpack_embedding,
+)
 
 
 class MemoryStore(Store):
@@ -41,14 +48,14 @@ class MemoryStore(Store):
                 del self._embeddings[(bundle_version, user_id)]
         return UserState(history=history, version=version, embedding=embedding)
 
-    async def cache_embedding(
-        self, user_id: str, bundle_version: str, version: int, embedding: bytes
-    ) -> None:
+    async def cache_embeddings(self, writes: Sequence[EmbeddingWrite]) -> None:
         if self._max_embeddings == 0:
             return
-        key = (bundle_version, user_id)
-        self._embeddings[key] = (time.monotonic() + self._ttl, pack_embedding(version, embedding))
-        self._embeddings.move_to_end(key)
+        expires = time.monotonic() + self._ttl
+        for write in writes:
+            key = (write.bundle_version, write.user_id)
+            self._embeddings[key] = (expires, pack_embedding(write.version, write.embedding))
+            self._embeddings.move_to_end(key)
         while len(self._embeddings) > self._max_embeddings:
             self._embeddings.popitem(last=False)
 

@@ -31,7 +31,14 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 
 from service.errors import StoreUnavailableError
-from service.store.base import Store, StoreHealth, UserState, pack_embedding, unpack_embedding
+from service.store.base import (
+    EmbeddingWrite,
+    Store,
+    StoreHealth,
+    UserState,
+    pack_embedding,
+    unpack_embedding,
+)
 from service.store.breaker import CircuitBreaker
 from service.store.guard import guarded
 from service.store.invalidation import InvalidationListener
@@ -186,17 +193,19 @@ class RedisStore(Store):
             self._remember(user_id, bundle_version, state)
         return state
 
-    async def cache_embedding(
-        self, user_id: str, bundle_version: str, version: int, embedding: bytes
-    ) -> None:
-        value = pack_embedding(version, embedding)
-        await self._call(
-            lambda: self._redis.set(_emb(bundle_version, user_id), value, ex=self._cache_ttl),
-            "embedding cache write",
-        )
-        entry = self._local.get(user_id)
-        if entry is not None and entry.version == version:
-            entry.embeddings[bundle_version] = embedding
+    async def cache_embeddings(self, writes: Sequence[EmbeddingWrite]) -> None:
+        async def write_all() -> Any:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for w in writes:
+                    key = _emb(w.bundle_version, w.user_id)
+                    pipe.set(key, pack_embedding(w.version, w.embedding), ex=self._cache_ttl)
+                return await pipe.execute()
+
+        await self._call(write_all, "embedding cache write")
+        for w in writes:
+            entry = self._local.get(w.user_id)
+            if entry is not None and entry.version == w.version:
+                entry.embeddings[w.bundle_version] = w.embedding
 
     async def append_events(self, events: Sequence[tuple[str, str]]) -> None:
         by_user: dict[str, list[str]] = {}

@@ -1,5 +1,11 @@
 from __future__ import annotations
 
+import io
+import warnings
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -53,6 +59,30 @@ def test_forward_is_the_last_state(pooling: str) -> None:
     with torch.no_grad():
         last = torch.nn.functional.normalize(model.user.states(users, history)[:, -1], dim=-1)
         assert torch.allclose(model.user(users, history), last, atol=1e-6)
+
+
+def test_mean_pooling_serving_graph_does_no_per_request_bookkeeping(tmp_path: Path) -> None:
+    """Decay weights and the padding mask are constants after ONNX Runtime's folding: every node
+    left is arithmetic on this request's rows (a miss-path cost, bench/miss_path.py)."""
+    tower = _model("mean").user.eval()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            tower,
+            (torch.tensor([1]), _history()[:1]),
+            buffer,  # type: ignore[arg-type]
+            input_names=["user_idx", "history"],
+            output_names=["user_embedding"],
+            dynamic_axes={"user_idx": {0: "batch"}, "history": {0: "batch"}},
+            dynamo=False,
+        )
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    nodes = onnx.load(tmp_path / "optimized.onnx").graph.node
+    assert not {n.op_type for n in nodes} & {"Range", "Exp", "Equal", "Not", "Cast", "Expand"}
+    assert len(nodes) <= 17
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from service.arms import Arm
 from service.bundle import Bundle, load_bundle
 from service.recommender import Event, Recommender, RecommendQuery
 from service.store import MemoryStore, RedisStore
+from service.store.base import EmbeddingWrite
 from service.store.breaker import CircuitBreaker
 from tests.service.redis_server import free_port
 
@@ -41,6 +44,31 @@ async def test_known_user_is_personalised_and_cached(arm: Arm, bundle: Bundle) -
     assert state.embedding is not None  # written in the background after the answer
     second = await service.recommend(arm, RecommendQuery(user_id=user, k=5), "r2")
     assert [i.item_id for i in second.items] == [i.item_id for i in first.items]
+
+
+class _CountingStore(MemoryStore):
+    """The embedded store, counting its cache-write calls."""
+
+    def __init__(self) -> None:
+        super().__init__(history_length=50, cache_ttl_seconds=60)
+        self.batches: list[int] = []
+
+    async def cache_embeddings(self, writes: Sequence[EmbeddingWrite]) -> None:
+        self.batches.append(len(writes))
+        await super().cache_embeddings(writes)
+
+
+async def test_concurrent_misses_share_one_cache_write(arm: Arm, bundle: Bundle) -> None:
+    store = _CountingStore()
+    service = Recommender(store)
+    users = list(bundle.catalog.users)[:6]
+    queries = [service.recommend(arm, RecommendQuery(user_id=u), f"r{u}") for u in users]
+    await asyncio.gather(*queries)
+    await service.drain()
+    assert sum(store.batches) == len(users)
+    assert len(store.batches) < len(users)  # misses of one loop iteration travel together
+    for user in users:
+        assert (await store.fetch(user, bundle.version)).embedding is not None
 
 
 async def test_cold_start_follows_popularity_minus_exclusions(arm: Arm, bundle_dir: Path) -> None:
