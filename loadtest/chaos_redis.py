@@ -280,24 +280,17 @@ def misses(result: dict[str, Any], args: argparse.Namespace) -> list[str]:
 def chaos(args: argparse.Namespace) -> dict[str, Any]:
     users, items = stack.users_and_items(args.bundle)
     with tempfile.TemporaryDirectory(prefix="duet-chaos-") as tmp:
-        server = stack.RedisProcess(Path(tmp), data_dir=Path(tmp) / "redis")
-        server.start()
-        service = None
-        try:
-            env = {"DUET_REDIS_TIMEOUT_MS": str(args.redis_timeout_ms)}
-            service, base = stack.start_service(args.bundle, server.url, Path(tmp), env, 180.0)
+        env = {"DUET_REDIS_TIMEOUT_MS": str(args.redis_timeout_ms)}
+        running = stack.running_stack(
+            args.bundle, Path(tmp), env, redis_data_dir=Path(tmp) / "redis"
+        )
+        with running as (server, service, base):
             print(f"chaos: service ready; warming {len(users)} users", flush=True)
             client.run(stack.warm_users(base, users))
             timeline = Timeline(samples=[])
             answers = client.run(_load(args, base, server, (users, items), timeline))
             service.check_alive()
             result = report(answers, timeline, server.port)
-        except stack.BenchError as e:
-            raise stack.with_service_log(e, service) from e
-        finally:
-            if service is not None:
-                service.stop()
-            server.stop()
     result["run"] = {
         "warmup_s": args.warmup, "outage_s": args.outage, "recommend_rps": args.recommend_rps,
         "events_rps": args.events_rps, "redis_timeout_ms": args.redis_timeout_ms,

@@ -200,23 +200,13 @@ def overload(args: argparse.Namespace) -> dict[str, Any]:
         tmp = Path(tmp_name)
         if args.url is not None:
             return measure(args, args.url.rstrip("/"), None, tmp, catalog)
-        redis = stack.RedisProcess(tmp)
-        redis.start()
-        service = None
-        try:
-            limits = {"DUET_MAX_INFLIGHT": args.max_inflight}
-            limits["DUET_MAX_QUEUE_MS"] = 100 if args.max_queue_ms is None else args.max_queue_ms
-            env = {k: str(v) for k, v in limits.items() if v is not None}
-            service, base = stack.start_service(args.bundle, redis.url, tmp, env, 180.0)
+        limits = {"DUET_MAX_INFLIGHT": args.max_inflight}
+        limits["DUET_MAX_QUEUE_MS"] = 100 if args.max_queue_ms is None else args.max_queue_ms
+        env = {k: str(v) for k, v in limits.items() if v is not None}
+        with stack.running_stack(args.bundle, tmp, env) as (_, service, base):
             result = measure(args, base, service.popen.pid, tmp, catalog)
             service.check_alive()
             return result
-        except stack.BenchError as e:
-            raise stack.with_service_log(e, service) from e
-        finally:
-            if service is not None:
-                service.stop()
-            redis.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

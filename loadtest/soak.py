@@ -106,11 +106,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     seconds = args.minutes * 60
     with tempfile.TemporaryDirectory(prefix="duet-soak-") as tmp_name:
         tmp = Path(tmp_name)
-        redis = stack.RedisProcess(tmp)
-        redis.start()
-        service = None
-        try:
-            service, base = stack.start_service(args.bundle, redis.url, tmp, {}, 180.0)
+        with stack.running_stack(args.bundle, tmp, {}) as (redis, service, base):
             pid = service.popen.pid
             env = stack.wrk_env(tmp, users, items)
             print(f"soak: warming {len(users)} users", flush=True)
@@ -136,12 +132,6 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                     next_at += args.interval
                 runs = load.result()
             served = stack.scrape(base).minus(before)
-        except stack.BenchError as e:
-            raise stack.with_service_log(e, service) from e
-        finally:
-            if service is not None:
-                service.stop()
-            redis.stop()
     return _report(args, capacity, runs, points, served)
 
 

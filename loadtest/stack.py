@@ -8,6 +8,7 @@ same port, which the Redis chaos drill needs and the benchmark does not.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -16,7 +17,7 @@ import socket
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,11 +50,11 @@ __all__ = [
     "require_tool",
     "rss_mb",
     "run_drill",
+    "running_stack",
     "scrape",
     "start_service",
     "users_and_items",
     "warm_users",
-    "with_service_log",
     "wrk_env",
 ]
 
@@ -242,6 +243,26 @@ def with_service_log(error: BenchError, service: Child | None) -> BenchError:
     """`error`, with the tail of the service's log when there is a service to blame."""
     tail = f"\n--- service log (tail) ---\n{service.tail()}" if service else ""
     return BenchError(f"{error}{tail}")
+
+
+@contextlib.contextmanager
+def running_stack(
+    bundle: Path, tmp: Path, env: dict[str, str], *, redis_data_dir: Path | None = None
+) -> Iterator[tuple[RedisProcess, Child, str]]:
+    """redis-server and one service worker on loopback, both stopped on the way out; a
+    BenchError raised inside carries the tail of the service's log."""
+    redis = RedisProcess(tmp, data_dir=redis_data_dir)
+    redis.start()
+    service = None
+    try:
+        service, base = start_service(bundle, redis.url, tmp, env, 180.0)
+        yield redis, service, base
+    except BenchError as e:
+        raise with_service_log(e, service) from e
+    finally:
+        if service is not None:
+            service.stop()
+        redis.stop()
 
 
 def run_drill(
