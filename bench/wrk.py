@@ -66,8 +66,11 @@ def run(
     duration_s: float,
     env: dict[str, str],
     delay_ms: float | None = None,
+    niceness: int = 0,
 ) -> WrkResult:
-    """One wrk run; connection errors abort it, non-2xx answers are counted in `errors`."""
+    """One wrk run; connection errors abort it, non-2xx answers are counted in `errors`.
+    `niceness` > 0 lowers wrk's CPU priority: a drill's own probe then measures the service,
+    not a CPU queue behind the load generator."""
     wrk = require_tool("wrk", INSTALL_WRK)
     lua = LUA_DIR / f"{script}.lua"
     if not lua.is_file():
@@ -77,6 +80,7 @@ def run(
     if delay_ms is not None:
         run_env["DUET_BENCH_DELAY_MS"] = f"{delay_ms:.3f}"
     argv = [
+        *(["nice", "-n", str(niceness)] if niceness else []),
         wrk,
         f"-t{threads}",
         f"-c{connections}",

@@ -3,17 +3,18 @@
     python loadtest/soak.py --bundle bundles/demo                 (or: make soak; 10 minutes)
     python loadtest/soak.py --bundle bundles/demo --minutes 1     (a quick check)
 
-Starts redis-server and one service worker, warms every known user, measures capacity (wrk,
-32 connections, 5 s; or takes --rps as capacity), then drives half of it for --minutes with
-three paced wrk runs at once (pauses calibrated on a 5 s run first): warm recommend 80%,
-recommend for new users with a history 10% (the tower and the cache writes), events 10%
-(history appends, cache invalidation). Every
---interval seconds it samples the worker's RSS, its open file descriptors (/proc/<pid>/fd)
-and Redis' connected_clients (INFO clients).
+Starts redis-server and one service worker, warms every known user, measures the capacity of
+the soak's mix (bench/lua/soak_mix.lua: warm recommend 80%, recommend for new users with a
+history 10% (the tower and the cache writes), events 10% (history appends, cache
+invalidation); wrk, 32 closed-loop connections, 5 s; or takes --rps as capacity), then drives
+half of it for --minutes with one paced wrk run of the same mix (the pause calibrated on 5 s
+runs first). Every --interval seconds it samples the worker's RSS, its open file descriptors
+(/proc/<pid>/fd) and Redis' connected_clients (INFO clients).
 
 After the warm-up (the first --warmup-share of the run), checks (exit 1 naming each miss):
 RSS growth <= --max-rss-growth % (default 5), open files and Redis connections flat (the last
-sample at most a few above the first), 0 errors (wrk: non-2xx, timeouts, socket errors).
+sample at most a few above the first), 0 errors (wrk: non-2xx, timeouts, socket errors), and
+the rate achieved within 40-60% of capacity (a soak at another load proves something else).
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ import client
 import stack
 import wrk
 
-MIX = (("recommend_warm", 0.8), ("recommend_cold", 0.1), ("events", 0.1))
-CONNECTIONS = 16  # per wrk run; paced, so far more than the half-capacity load needs
+SCRIPT = "soak_mix"
+CONNECTIONS = 32  # paced, so far more than the half-capacity load needs
 CALIBRATE_S = 5.0
+SHARE, SHARE_SLACK = 0.5, 0.1  # of capacity: the load, and how far off it may land
 FD_SLACK, CLIENT_SLACK = 8, 4  # transient sockets (scrapes, reconnects) are not a leak
 
 
@@ -74,30 +76,23 @@ def _sample(pid: int, redis_port: int, started: float) -> Point:
     )
 
 
-def _drive(
-    base: str, delays: dict[str, float], seconds: float, env: dict[str, str]
-) -> dict[str, Any]:
-    with concurrent.futures.ThreadPoolExecutor(len(MIX)) as pool:
-        runs = {
-            name: pool.submit(
-                wrk.run, base, name, threads=1, connections=CONNECTIONS, duration_s=seconds,
-                env=env, delay_ms=delays[name],
-            )
-            for name, _ in MIX
-        }  # fmt: skip
-        return {name: run.result(timeout=seconds + 60).as_dict() for name, run in runs.items()}
+def _drive(base: str, pause_ms: float, seconds: float, env: dict[str, str]) -> wrk.WrkResult:
+    return wrk.run(
+        base, SCRIPT, threads=1, connections=CONNECTIONS, duration_s=seconds, env=env,
+        delay_ms=pause_ms,
+    )  # fmt: skip
 
 
-def _pace(base: str, target_rps: float, env: dict[str, str]) -> dict[str, float]:
-    """Per-connection pauses (ms) giving `target_rps` in MIX's shares: a first guess that
-    ignores latency, corrected once from a short run (rate = connections / (pause + latency))."""
-    wanted = {name: CONNECTIONS * 1000 / (target_rps * share) for name, share in MIX}
-    probe = _drive(base, wanted, CALIBRATE_S, env)
-    # never below a quarter of the first guess: a slow route must not turn into an unpaced flood
-    return {
-        name: max(wanted[name] / 4, 2 * wanted[name] - CONNECTIONS * 1000 / probe[name]["rps"])
-        for name in wanted
-    }
+def _pace(base: str, target_rps: float, env: dict[str, str]) -> float:
+    """The mean pause (ms) per connection giving `target_rps`: a first guess that ignores
+    latency, corrected twice from short runs (rate = connections / (pause + latency))."""
+    pause = CONNECTIONS * 1000 / target_rps
+    for _ in range(2):
+        rate = _drive(base, pause, CALIBRATE_S, env).rps
+        latency = CONNECTIONS * 1000 / rate - pause
+        # never below a quarter of the first guess: the pacing must not turn into a flood
+        pause = max(CONNECTIONS * 250 / target_rps, CONNECTIONS * 1000 / target_rps - latency)
+    return pause
 
 
 def soak(args: argparse.Namespace) -> dict[str, Any]:
@@ -113,16 +108,15 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             client.run(stack.warm_users(base, users))
             capacity = args.rps
             if capacity is None:
-                measured = wrk.run(base, "recommend_warm", threads=1, connections=32,
-                                   duration_s=5, env=env)  # fmt: skip
-                capacity = measured.rps
+                measured = wrk.run(base, SCRIPT, threads=1, connections=32, duration_s=5, env=env)
+                capacity = (measured.requests - measured.failed) / measured.duration_s
             print(f"soak: capacity {capacity:,.0f} req/s; {seconds:.0f} s at half", flush=True)
-            delays = _pace(base, capacity / 2, env)
+            pause_ms = _pace(base, capacity * SHARE, env)
             before = stack.scrape(base)
             started = time.monotonic()
             points = [_sample(pid, redis.port, started)]
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                load = pool.submit(_drive, base, delays, seconds, env)
+                load = pool.submit(_drive, base, pause_ms, seconds, env)
                 next_at = args.interval
                 while next_at <= seconds - 1.0 and not load.done():  # not while wrk winds down
                     time.sleep(max(0.0, started + next_at - time.monotonic()))
@@ -130,13 +124,13 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                     points.append(_sample(pid, redis.port, started))
                     print(f"soak: {points[-1]}", flush=True)
                     next_at += args.interval
-                runs = load.result()
+                run = load.result()
             served = stack.scrape(base).minus(before)
-    return _report(args, capacity, runs, points, served)
+    return _report(args, capacity, run, points, served)
 
 
 def _report(
-    args: argparse.Namespace, capacity: float, runs: dict[str, Any], points: list[Point],
+    args: argparse.Namespace, capacity: float, run: wrk.WrkResult, points: list[Point],
     served: stack.Sample,
 ) -> dict[str, Any]:  # fmt: skip
     judged = [p for p in points if p.t_s >= args.warmup_share * args.minutes * 60] or points[-1:]
@@ -146,14 +140,16 @@ def _report(
         if n == "duet_http_requests_total" and lab.get("status", "").startswith("5")
     )  # fmt: skip
     return {
-        "capacity_rps": capacity,
-        "target_rps": round(capacity / 2, 1),
-        "achieved_rps": round(sum(r["rps"] for r in runs.values()), 1),
-        "runs": runs,
-        "errors": {
-            "wrk": sum(sum(r["errors"].values()) for r in runs.values()),
-            "server_5xx": server_errors,
+        "capacity_rps": round(capacity, 1),
+        "target_rps": round(capacity * SHARE, 1),
+        "achieved_rps": run.rps,
+        "achieved_share": round(run.rps / capacity, 3),
+        "wrk": run.as_dict(),
+        "answered": {
+            route: served.total("duet_http_requests_total", route=route)
+            for route in ("/v1/recommend", "/v1/events")
         },
+        "errors": {"wrk": sum(run.errors.values()), "server_5xx": server_errors},
         "after_warmup": {
             "rss_mb": [first.rss_mb, last.rss_mb],
             "rss_growth_pct": round((last.rss_mb - first.rss_mb) / first.rss_mb * 100, 2),
@@ -185,6 +181,11 @@ def misses(result: dict[str, Any], args: argparse.Namespace) -> list[str]:
         out.append(f"Redis connections {first} -> {last} (target: flat, +{CLIENT_SLACK} at most)")
     if result["errors"]["wrk"] or result["errors"]["server_5xx"]:
         out.append(f"errors {result['errors']} (target 0)")
+    if abs(result["achieved_share"] - SHARE) > SHARE_SLACK:
+        out.append(
+            f"achieved {result['achieved_share']:.0%} of capacity, not {SHARE:.0%} "
+            f"(+-{SHARE_SLACK:.0%}): this run is not the soak asked for"
+        )
     return out
 
 

@@ -1,5 +1,8 @@
 """`python -m service`: uvicorn from DUET_* settings (uvloop, httptools, N workers).
 
+The HTTP protocol is uvicorn's httptools one plus load shedding before any ASGI task exists
+(service/api/early_shed.py).
+
 With more than one worker, Prometheus needs a shared multiprocess directory: it is created (or
 emptied) here, before any worker imports prometheus_client.
 """
@@ -14,6 +17,9 @@ from pathlib import Path
 import uvicorn
 
 from service.settings import Settings
+
+# by name: each worker imports it after the metrics directory exists (it imports the metrics)
+HTTP_PROTOCOL = "service.api.early_shed:EarlySheddingProtocol"
 
 
 def _prepare_multiprocess_metrics() -> None:
@@ -41,7 +47,7 @@ def main() -> None:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        http=HTTP_PROTOCOL,
         log_level=settings.log_level,
         access_log=False,
         timeout_graceful_shutdown=10,

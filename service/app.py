@@ -11,6 +11,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import faiss
 import orjson
@@ -23,6 +24,7 @@ from service.api import ROUTERS
 from service.api.fastlane import FastLane
 from service.api.middleware import ServingMiddleware
 from service.api.responses import error_response
+from service.api.shedding import SHEDDER_STATE, Shedder
 from service.arms import ArmTable
 from service.broadcast import ReloadFanout
 from service.errors import DuetError
@@ -57,8 +59,10 @@ async def _load(app: FastAPI, settings: Settings) -> None:
 
 
 def create_app(settings: Settings) -> FastAPI:
+    shedder = Shedder(max_inflight=settings.max_inflight, max_queue_ms=settings.max_queue_ms)
+
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         faiss.omp_set_num_threads(1)
         store = open_store(settings)
         app.state.settings = settings
@@ -82,7 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
             fanout.start()
         app.state.fanout = fanout
         try:
-            yield
+            yield {SHEDDER_STATE: shedder}  # lifespan state: the HTTP protocol sheds with it
         finally:
             uninstall_sighup()
             if fanout is not None:
@@ -108,12 +112,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(DuetError, _duet_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
     app.add_middleware(FastLane)  # inside ServingMiddleware: limits and metrics apply
-    app.add_middleware(
-        ServingMiddleware,
-        max_body_bytes=settings.max_body_bytes,
-        max_inflight=settings.max_inflight,
-        max_queue_ms=settings.max_queue_ms,
-    )
+    app.add_middleware(ServingMiddleware, max_body_bytes=settings.max_body_bytes, shedder=shedder)
     return app
 
 

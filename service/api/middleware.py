@@ -7,7 +7,6 @@ the arm the route chose (`scope["duet.arm"]`), so label cardinality stays bounde
 
 from __future__ import annotations
 
-import math
 import time
 
 import orjson
@@ -15,8 +14,8 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
-from service.api.shedding import Shedder
-from service.errors import OverloadedError, PayloadTooLargeError
+from service.api.shedding import ADMITTED, OVERLOADED_BODY, Shedder
+from service.errors import PayloadTooLargeError
 
 
 def _too_large_body(limit: int) -> bytes:
@@ -25,26 +24,17 @@ def _too_large_body(limit: int) -> bytes:
     return orjson.dumps({"error": error})
 
 
-def _overloaded_body() -> bytes:
-    error = OverloadedError("this worker is at DUET_MAX_INFLIGHT or DUET_MAX_QUEUE_MS; retry")
-    return orjson.dumps({"error": {"code": error.code, "message": error.message, "field": None}})
-
-
 class ServingMiddleware:
-    """Also the load shedder: past `max_inflight` requests under /v1/ in this worker, or (when
-    `max_queue_ms` is set) while its event loop stays that far behind (shedding.py), a request
-    is answered 503 + `Retry-After` before its body is read, so an overloaded worker spends
-    microseconds on the excess instead of queueing it behind everyone's deadlines. Health,
-    readiness, metrics and admin routes are never shed."""
+    """Also the load shedder of requests the HTTP protocol did not already admit (early_shed.py
+    decides there when the service runs under uvicorn): past the shedder's in-flight limit, or
+    while the event loop stays too far behind (shedding.py), a request under /v1/ is answered
+    503 + `Retry-After` before its body is read. Either way the in-flight count is released
+    here when the request ends. Health, readiness, metrics and admin routes are never shed."""
 
-    def __init__(
-        self, app: ASGIApp, *, max_body_bytes: int, max_inflight: int = 64, max_queue_ms: int = 0
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, shedder: Shedder) -> None:
         self.app = app
         self.limit = max_body_bytes
-        queue_s = max_queue_ms / 1000 if max_queue_ms > 0 else math.inf  # 0: in-flight only
-        self.shedder = Shedder(max_inflight=max_inflight, max_queue_s=queue_s)
-        self._overloaded = _overloaded_body()
+        self.shedder = shedder
         # label children by (route template, method, status, arm): a bounded set, resolved once
         self._children: dict[tuple[str, str, int, str], tuple[Counter, Histogram]] = {}
 
@@ -53,15 +43,16 @@ class ServingMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        serving = scope["path"].startswith("/v1/")
         shedder = self.shedder
-        if serving and (reason := shedder.overloaded()) is not None:
-            metrics.SHED_BY_REASON[reason].inc()
-            await _send_json(send, 503, self._overloaded, retry_after=True)
-            self._count(("shed", scope["method"], 503, "none"), started)
-            return
+        counted = bool(scope.get(ADMITTED))  # admitted and counted by the HTTP protocol
+        if not counted and scope["path"].startswith("/v1/"):
+            if (reason := shedder.overloaded()) is not None:
+                await _send_json(send, 503, OVERLOADED_BODY, retry_after=True)
+                shedder.record_shed(reason, scope["method"], started)
+                return
+            shedder.inflight += 1
+            counted = True
         status = 500
-        shedder.inflight += serving
         metrics.INFLIGHT.inc()
         try:
             declared = _content_length(scope)
@@ -79,7 +70,7 @@ class ServingMiddleware:
             app_receive = receive if declared is not None else self._counting(receive)
             await self.app(scope, app_receive, send_status)
         finally:
-            shedder.inflight -= serving
+            shedder.inflight -= counted
             metrics.INFLIGHT.dec()
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"

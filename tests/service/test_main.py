@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
 from tests.service.api.helpers import metric, users
 from tests.service.live_server import running_service
@@ -50,3 +52,21 @@ def test_two_workers_share_one_metrics_view(
 
 def _counter_pids(metrics_dir: Path) -> set[str]:
     return {p.stem.rsplit("_", 1)[-1] for p in metrics_dir.glob("counter_*.db")}
+
+
+def test_the_command_serves_with_the_early_shedding_protocol(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from uvicorn.config import HTTP_PROTOCOLS
+    from uvicorn.importer import import_from_string
+
+    from service import __main__ as command
+    from service.api.early_shed import EarlySheddingProtocol
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(command.uvicorn, "run", lambda *_, **kw: seen.update(kw))
+    monkeypatch.setenv("DUET_WORKERS", "1")
+    command.main()
+    http = seen["http"]
+    assert import_from_string(HTTP_PROTOCOLS.get(http, http)) is EarlySheddingProtocol
+    assert (seen["loop"], seen["factory"]) == ("uvloop", True)

@@ -11,6 +11,7 @@ from pathlib import Path
 from starlette.types import Message, Receive, Scope, Send
 
 from service.api.middleware import ServingMiddleware
+from service.api.shedding import Shedder
 from service.settings import Settings
 from tests.service.api.helpers import metric, users
 from tests.service.conftest import serve
@@ -77,7 +78,8 @@ async def test_requests_are_shed_while_the_event_loop_stays_behind() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"{}"})
 
-    app = ServingMiddleware(answer, max_body_bytes=1024, max_inflight=64, max_queue_ms=5)
+    shedder = Shedder(max_inflight=64, max_queue_ms=5)
+    app = ServingMiddleware(answer, max_body_bytes=1024, shedder=shedder)
     assert (await _call(app, "/v1/recommend"))[0] == 200  # arms the 1 ms heartbeat
     time.sleep(0.03)  # noqa: ASYNC251 (the point: the loop busy 30 ms)
     assert (await _call(app, "/v1/recommend"))[0] == 200  # one stall is not a backlog
