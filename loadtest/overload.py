@@ -107,6 +107,14 @@ def _latency(answers: list[Answer]) -> dict[str, Any]:
     }
 
 
+def _per_shed(
+    flood_cpu_s: float | None, per_answer_s: float | None, answered: float, shed: float
+) -> float | None:
+    if flood_cpu_s is None or per_answer_s is None or not shed:
+        return None
+    return round((flood_cpu_s - answered * per_answer_s) / shed * 1e6, 1)
+
+
 def measure(
     args: argparse.Namespace, base: str, pid: int | None, tmp: Path, catalog: Catalog
 ) -> dict[str, Any]:
@@ -117,7 +125,9 @@ def measure(
     # a closed loop no wider than the in-flight limit: capacity is what the worker serves, not
     # what it serves while also shedding the excess of its own measurement
     connections = min(32, args.max_inflight or 32)
+    cpu_before = stack.cpu_seconds(pid) if pid else 0.0
     measured = wrk.run(base, args.flood, threads=1, connections=connections, duration_s=5, env=env)
+    served_cpu_s = (stack.cpu_seconds(pid) - cpu_before) / measured.requests if pid else None
     capacity = (measured.requests - measured.failed) / measured.duration_s
     print(f"overload: {args.flood} capacity {capacity:,.0f} req/s ({connections} connections, "
           f"{measured.failed} not 2xx)", flush=True)  # fmt: skip
@@ -127,6 +137,7 @@ def measure(
     offered = args.multiple * capacity
     pause_ms = args.overload_connections * 1000 / offered  # mean pause per connection
     before = stack.scrape(base)
+    cpu_before = stack.cpu_seconds(pid) if pid else 0.0
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         flood = pool.submit(
             wrk.run, base, args.flood, threads=1, connections=args.overload_connections,
@@ -136,6 +147,7 @@ def measure(
         loaded = client.run(_probe(base, users, args.probe_rps, args.duration - 2.0))
         flooded = flood.result(timeout=args.duration + 60)
     during = stack.scrape(base).minus(before)
+    flood_cpu_s = stack.cpu_seconds(pid) - cpu_before if pid else None
     print(
         f"overload: offered {offered:,.0f} req/s, sent {flooded.rps:,.0f} req/s "
         f"({flooded.requests:,} in {flooded.duration_s} s)",
@@ -165,6 +177,12 @@ def measure(
             "sent_rps": flooded.rps,
             "sent_multiple": round(flooded.rps / capacity, 2),
             "shed_share": round(shed_total / (shed_total + answered), 4) if answered else None,
+            "answered": answered,
+            "shed": shed_total,
+            # the worker's CPU per answer (capacity run) and per refusal (the flood's CPU time
+            # less its answers at that cost): what a shed costs the worker
+            "cpu_us_per_answer": None if served_cpu_s is None else round(served_cpu_s * 1e6, 1),
+            "cpu_us_per_shed": _per_shed(flood_cpu_s, served_cpu_s, answered, shed_total),
             "shed_by_reason": {
                 r: during.total("duet_shed_total", reason=r) for r in ("inflight", "queue")
             },

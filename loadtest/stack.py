@@ -45,6 +45,7 @@ __all__ = [
     "Child",
     "RedisProcess",
     "Sample",
+    "cpu_seconds",
     "free_port",
     "open_files",
     "redis_info",
@@ -205,6 +206,12 @@ def scrape(base: str, timeout_s: float = 5.0) -> Sample:
         for name, labels, value in _SAMPLE.findall(text)
     )
     return Sample(time.monotonic(), series)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (Linux /proc/<pid>/stat, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def open_files(pid: int) -> int:

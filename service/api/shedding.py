@@ -1,20 +1,20 @@
 """When a worker refuses a request at once: too many in flight, or its event loop too far behind.
 
-Counting requests in flight is not enough on its own. A warm recommend completes without ever
-yielding to the event loop, so under a flood the in-flight count stays near 1 while requests
-wait tens of milliseconds in the loop's queue, unseen by any handler (measured with
+Where a request is counted in flight matters. A warm recommend completes without ever yielding
+to the event loop, so counted from when its handler starts, the count stays near 1 while
+requests wait tens of milliseconds in the loop's queue, unseen by any handler (measured with
 loadtest/overload.py: 512 connections, p50 81 ms, not one request shed at DUET_MAX_INFLIGHT=64).
+So a request is counted from the moment the HTTP protocol parsed its headers when it came
+through `early_shed.EarlySheddingProtocol` (the scope then carries ADMITTED), else from the
+moment ServingMiddleware sees it; ServingMiddleware releases the count either way.
 
+The optional queue rule (DUET_MAX_QUEUE_MS) sheds on the loop's lateness instead.
 The queue is measured with a heartbeat: a request that finds none pending arms a timer due in
 1 ms. While that timer is overdue the loop has been busy without a break, and a request
 started now has waited in its queue at least as long. Only a backlog sheds: the previous
 heartbeat must have been late as well, so one long step (a bundle swap) sheds nothing; it
 made a reload under load answer 503s before this rule. The timer is armed only by requests, so
 an idle worker never wakes up for it.
-
-Where a request is counted in flight: from the moment the HTTP protocol parsed its headers when
-it came through `early_shed.EarlySheddingProtocol` (the scope then carries ADMITTED), else from
-the moment ServingMiddleware sees it; ServingMiddleware releases the count either way.
 """
 
 from __future__ import annotations
