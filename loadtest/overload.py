@@ -65,13 +65,14 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         "--flood", default="recommend_warm", choices=FLOODS, help="bench/lua script of the load"
     )
     p.add_argument("--probe-rps", type=float, default=200.0, help="probe requests/s")
+    p.add_argument("--unloaded-seconds", type=float, default=10.0, help="unloaded probe length")
     p.add_argument("--max-shed-ms", type=float, default=5.0, help="target: shed p99, client side")
     p.add_argument("--max-p99-ratio", type=float, default=2.0, help="target: accepted/unloaded p99")
     p.add_argument("--max-rss-growth", type=float, default=10.0, help="target: RSS growth, %%")
     p.add_argument("--json", type=Path, help="write the figures here")
     args = p.parse_args(argv)
-    if args.duration <= 0 or args.probe_rps <= 0 or args.multiple <= 0:
-        p.error("--duration, --probe-rps and --multiple must be positive")
+    if min(args.duration, args.probe_rps, args.multiple, args.unloaded_seconds) <= 0:
+        p.error("--duration, --probe-rps, --multiple and --unloaded-seconds must be positive")
     if args.overload_connections < 2:
         p.error("--overload-connections must be at least 2")
     if args.url is not None and not args.url.startswith(f"http://{stack.LOOPBACK}:"):
@@ -131,7 +132,7 @@ def measure(
     capacity = (measured.requests - measured.failed) / measured.duration_s
     print(f"overload: {args.flood} capacity {capacity:,.0f} req/s ({connections} connections, "
           f"{measured.failed} not 2xx)", flush=True)  # fmt: skip
-    unloaded = client.run(_probe(base, users, args.probe_rps, 10.0))
+    unloaded = client.run(_probe(base, users, args.probe_rps, args.unloaded_seconds))
     rss_start = stack.rss_mb(pid) if pid else None
 
     offered = args.multiple * capacity

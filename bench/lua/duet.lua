@@ -58,6 +58,27 @@ function M.post(path, body)
   return wrk.format("POST", path, {["Content-Type"] = "application/json"}, body)
 end
 
+-- The requests of the scenarios, shared by their scripts and the soak's mix.
+function M.warm_requests(users)  -- recommend for a random known user
+  return M.pool(#users, function(i)
+    return M.post("/v1/recommend", '{"user_id": ' .. M.quote(users[i]) .. ', "k": 10}')
+  end)
+end
+
+local EVENT_TYPES = {"view", "view", "click"}
+function M.event_requests(users, items)  -- a view or click by a known user, popular items
+  return M.pool(5000, function(i)
+    return M.post("/v1/events", '{"user_id": ' .. M.quote(M.pick(users)) ..
+      ', "item_id": ' .. M.quote(M.popular(items)) .. ', "type": "' ..
+      M.pick(EVENT_TYPES) .. '"}')
+  end)
+end
+
+function M.new_user_request(user, items)  -- a user never seen before, 10-item session history
+  return M.post("/v1/recommend", '{"user_id": ' .. M.quote(user) .. ', "k": 10, ' ..
+    '"history": ' .. M.id_list(items, 10) .. '}')
+end
+
 function M.done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(

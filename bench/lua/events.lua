@@ -3,17 +3,11 @@ package.path = os.getenv("DUET_BENCH_LUA") .. "/?.lua;" .. package.path
 local duet = require("duet")
 setup, done, delay = duet.setup, duet.done, duet.delay
 local next_request
-local TYPES = {"view", "view", "click"}
 
 function init(args)
   duet.seed()
   local users = duet.read_lines("DUET_BENCH_USERS")
-  local items = duet.read_lines("DUET_BENCH_ITEMS")
-  next_request = duet.pool(5000, function(i)
-    return duet.post("/v1/events", '{"user_id": ' .. duet.quote(duet.pick(users)) ..
-      ', "item_id": ' .. duet.quote(duet.popular(items)) .. ', "type": "' ..
-      duet.pick(TYPES) .. '"}')
-  end)
+  next_request = duet.event_requests(users, duet.read_lines("DUET_BENCH_ITEMS"))
 end
 
 function request()

@@ -15,6 +15,5 @@ end
 function request()
   n = n + 1
   local user = "bench-cold-" .. run .. "-" .. (thread_id or 0) .. "-" .. n
-  return duet.post("/v1/recommend", '{"user_id": ' .. duet.quote(user) .. ', "k": 10, ' ..
-    '"history": ' .. duet.id_list(items, 10) .. '}')
+  return duet.new_user_request(user, items)
 end

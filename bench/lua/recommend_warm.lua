@@ -6,10 +6,7 @@ local next_request
 
 function init(args)
   duet.seed()
-  local users = duet.read_lines("DUET_BENCH_USERS")
-  next_request = duet.pool(#users, function(i)
-    return duet.post("/v1/recommend", '{"user_id": ' .. duet.quote(users[i]) .. ', "k": 10}')
-  end)
+  next_request = duet.warm_requests(duet.read_lines("DUET_BENCH_USERS"))
 end
 
 function request()

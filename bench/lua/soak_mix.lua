@@ -6,7 +6,6 @@ package.path = os.getenv("DUET_BENCH_LUA") .. "/?.lua;" .. package.path
 local duet = require("duet")
 setup, done, delay = duet.setup, duet.done, duet.delay
 local warm, event, items
-local TYPES = {"view", "view", "click"}
 local run = tostring(os.time())
 local n = 0
 
@@ -14,14 +13,8 @@ function init(args)
   duet.seed()
   local users = duet.read_lines("DUET_BENCH_USERS")
   items = duet.read_lines("DUET_BENCH_ITEMS")
-  warm = duet.pool(#users, function(i)
-    return duet.post("/v1/recommend", '{"user_id": ' .. duet.quote(users[i]) .. ', "k": 10}')
-  end)
-  event = duet.pool(5000, function(i)
-    return duet.post("/v1/events", '{"user_id": ' .. duet.quote(duet.pick(users)) ..
-      ', "item_id": ' .. duet.quote(duet.popular(items)) .. ', "type": "' ..
-      duet.pick(TYPES) .. '"}')
-  end)
+  warm = duet.warm_requests(users)
+  event = duet.event_requests(users, items)
 end
 
 function request()
@@ -29,7 +22,5 @@ function request()
   if u < 0.8 then return warm() end
   if u < 0.9 then return event() end
   n = n + 1
-  local user = "soak-new-" .. run .. "-" .. (thread_id or 0) .. "-" .. n
-  return duet.post("/v1/recommend", '{"user_id": ' .. duet.quote(user) .. ', "k": 10, ' ..
-    '"history": ' .. duet.id_list(items, 10) .. '}')
+  return duet.new_user_request("soak-new-" .. run .. "-" .. (thread_id or 0) .. "-" .. n, items)
 end

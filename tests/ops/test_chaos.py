@@ -1,5 +1,6 @@
-"""loadtest/chaos_redis.py, short: Redis killed under load and restarted, nothing lost; and
-the three drills' refusals of nonsense arguments and of a missing bundle.
+"""loadtest/chaos_redis.py, short: Redis killed under load and restarted, nothing lost;
+loadtest/overload.py, short: a real worker sheds at 3x capacity and not after; and the three
+drills' refusals of nonsense arguments and of a missing bundle.
 
 Only the invariants are asserted here (no answer but 2xx from recommend, no 202 event missing
 from Redis, the breaker opened and closed again); the timing targets are the script's, for a
@@ -51,6 +52,28 @@ def test_a_short_outage_loses_no_event_and_fails_no_recommend(bundle: Path, tmp_
 
     assert result["breaker"]["opened_after_kill_s"] is not None
     assert result["breaker"]["closed_after_restart_s"] is not None
+
+
+def test_a_short_overload_sheds_with_retry_after_and_stops_after(
+    bundle: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "overload.json"
+    done = drill(
+        "overload.py", "--bundle", str(bundle), "--duration", "3", "--unloaded-seconds", "2",
+        "--overload-connections", "64", "--probe-rps", "50", "--json", str(out),
+    )  # fmt: skip
+    print(done.stdout, done.stderr)
+    assert done.returncode in (0, 1)  # 1: a latency target missed on a busy machine
+    result = json.loads(out.read_text())
+    over = result["overload"]
+    assert over["sent_multiple"] > 1.5  # the flood did exceed capacity
+    assert over["shed"] > 0 and over["shed_by_reason"]["inflight"] == over["shed"]
+    assert over["shed_with_retry_after"]
+    assert over["other_statuses"] == []  # 200 or 503, nothing else
+    assert result["accepted_probe"]["count"] > 0  # the limit still admits
+    assert result["after_load"] == {
+        "seconds": 10.0, "probe_503": 0, "sheds": 0.0, "probe_non_2xx": 0,
+    }  # fmt: skip
 
 
 def test_nonsense_arguments_are_refused_before_anything_starts() -> None:
