@@ -18,7 +18,6 @@ ServingMiddleware decides for them, so answers on a connection never change orde
 from __future__ import annotations
 
 import time
-from typing import cast
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
@@ -51,19 +50,19 @@ ANSWERED = _Answered()
 
 class EarlySheddingProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
-        shedder = cast(Shedder | None, self.app_state.get(SHEDDER_STATE))
+        shedder: Shedder | None = self.app_state.get(SHEDDER_STATE)
         busy = self.cycle is not None and not self.cycle.response_complete  # pipelined
         skip = busy or not self.url.startswith(b"/v1/") or self.parser.should_upgrade()
         if shedder is None or skip:
             super().on_headers_complete()
             return
-        started = time.perf_counter()
         reason = shedder.overloaded()
         if reason is None:
             shedder.inflight += 1  # ServingMiddleware releases it when the request ends
             self.scope[ADMITTED] = True  # type: ignore[literal-required]
             super().on_headers_complete()
             return
+        started = time.perf_counter()
         self._refuse()
         method = self.parser.get_method().decode("ascii", "replace")
         shedder.record_shed(reason, method, started)
