@@ -3,9 +3,11 @@
     python loadtest/overload.py --bundle bundles/demo              (or: make overload)
     python loadtest/overload.py --url http://127.0.0.1:8000 --bundle bundles/demo
 
-Starts redis-server and one service worker (unless --url points at a running one), warms every
-known user, measures capacity (wrk, 32 connections) and the unloaded latency of a light probe
-(a few requests a second, our own client, so each answer's status and latency are known).
+Starts redis-server and one service worker (DUET_MAX_INFLIGHT=2 unless told; on its own CPU
+unless --no-pin, wrk niced on the others) unless --url points at a running one, warms every
+known user, measures capacity (wrk, a closed loop as wide as the in-flight limit, at most 32
+connections, 2xx only) and the unloaded latency of a probe (our own client at --probe-rps, so
+each answer's status and latency are known).
 Then wrk offers --multiple times that capacity for --duration seconds: --overload-connections
 connections, each pausing an exponential time between its requests so that together they send
 at the stated rate whatever the answers (a paced, nearly open loop: a closed loop of N
