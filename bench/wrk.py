@@ -33,6 +33,11 @@ class WrkResult:
         """Requests that did not get a 2xx/3xx answer in time."""
         return self.errors.get("status", 0) + self.errors.get("timeout", 0)
 
+    @property
+    def ok_rps(self) -> float:
+        """Answers a second that were not failures: a closed loop's capacity, refusals left out."""
+        return (self.requests - self.failed) / self.duration_s if self.duration_s > 0 else 0.0
+
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "failed": self.failed}
 

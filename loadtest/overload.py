@@ -131,7 +131,7 @@ def measure(
     cpu_before = stack.cpu_seconds(pid) if pid else 0.0
     measured = wrk.run(base, args.flood, threads=1, connections=connections, duration_s=5, env=env)
     served_cpu_s = (stack.cpu_seconds(pid) - cpu_before) / measured.requests if pid else None
-    capacity = (measured.requests - measured.failed) / measured.duration_s
+    capacity = measured.ok_rps
     print(f"overload: {args.flood} capacity {capacity:,.0f} req/s ({connections} connections, "
           f"{measured.failed} not 2xx)", flush=True)  # fmt: skip
     unloaded = client.run(_probe(base, users, args.probe_rps, args.unloaded_seconds))

@@ -109,7 +109,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             capacity = args.rps
             if capacity is None:
                 measured = wrk.run(base, SCRIPT, threads=1, connections=32, duration_s=5, env=env)
-                capacity = (measured.requests - measured.failed) / measured.duration_s
+                capacity = measured.ok_rps
             print(f"soak: capacity {capacity:,.0f} req/s; {seconds:.0f} s at half", flush=True)
             pause_ms = _pace(base, capacity * SHARE, env)
             before = stack.scrape(base)

@@ -35,8 +35,6 @@ class _Answered:
     (`response_complete`) and find the event they set when the connection is lost."""
 
     response_complete = True
-    disconnected = False
-    keep_alive = False
 
     class _NoEvent:
         def set(self) -> None:

@@ -47,8 +47,7 @@ class Shedder:
         """`max_queue_ms` 0: the queue rule is off, only the in-flight limit sheds."""
         self.max_inflight = max_inflight
         self.inflight = 0
-        max_queue_s = max_queue_ms / 1000 if max_queue_ms > 0 else math.inf
-        self._max_queue = max_queue_s
+        self._max_queue = max_queue_ms / 1000 if max_queue_ms > 0 else math.inf  # seconds
         self._due = math.inf
         self._armed = False
         self._scheduled = 0.0
