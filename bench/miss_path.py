@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from processes import BenchError, start_redis
 
 from service.arms import Arm
-from service.bundle import load_bundle
+from service.catalog.bundle import load_bundle
 from service.lifecycle import settle_heap
 from service.pages import PageMemo
 from service.recommender import Recommender, RecommendQuery

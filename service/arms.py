@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
-from service.bundle import Bundle
+from service.catalog.bundle import Bundle
+from service.catalog.retriever import DEFAULT_SEARCH, SearchSettings
 from service.pages import PageMemo
 from service.policies import SCORE, RankingPolicy
-from service.retriever import DEFAULT_SEARCH, SearchSettings
 
 if TYPE_CHECKING:
     from service.recommender import ScoredItem

@@ -24,7 +24,8 @@ import numpy as np
 
 from service import metrics
 from service.arms import Arm, ArmTable
-from service.bundle import Bundle, load_bundle
+from service.catalog.bundle import Bundle, load_bundle
+from service.catalog.retriever import SearchSettings
 from service.errors import BundleError, RequestError
 from service.experiments import (
     ArmConfig,
@@ -35,7 +36,6 @@ from service.experiments import (
     load_experiment,
 )
 from service.policies import RankingPolicy, rank
-from service.retriever import SearchSettings
 
 log = logging.getLogger(__name__)
 _WARM_UP_K = 10

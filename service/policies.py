@@ -21,9 +21,9 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from service.bundle import Bundle
-from service.filters import Mask
-from service.retriever import SearchSettings, Vector
+from service.catalog.bundle import Bundle
+from service.catalog.filters import Mask
+from service.catalog.retriever import SearchSettings, Vector
 
 Ranked = tuple[list[int], list[float]]
 PolicyName = Literal["score", "popularity_blend", "genre_diversity"]

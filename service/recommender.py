@@ -19,9 +19,9 @@ import numpy.typing as npt
 
 from service import metrics
 from service.arms import Arm
-from service.bundle import Catalog
+from service.catalog.bundle import Catalog
+from service.catalog.filters import ItemFilter
 from service.errors import InvalidInputError, NotFoundError, StoreUnavailableError
-from service.filters import ItemFilter
 from service.policies import rank
 from service.store import EMPTY_STATE, Store
 from service.store.base import EmbeddingWrite

@@ -11,7 +11,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from service.filters import ItemFilter
+from service.catalog.filters import ItemFilter
 from service.recommender import Event, RecommendQuery
 
 MAX_K = 500

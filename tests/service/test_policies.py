@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.bundle import Bundle, load_bundle
+from service.catalog.bundle import Bundle, load_bundle
+from service.catalog.retriever import SearchSettings
 from service.policies import RankingPolicy, rank
-from service.retriever import SearchSettings
 
 SETTINGS = SearchSettings(overfetch=4.0)
 

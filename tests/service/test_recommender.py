@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from service.arms import Arm
-from service.bundle import Bundle, load_bundle
+from service.catalog.bundle import Bundle, load_bundle
 from service.recommender import Event, Recommender, RecommendQuery
 from service.store import MemoryStore, RedisStore
 from service.store.base import EmbeddingWrite

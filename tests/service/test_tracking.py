@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from service.arms import Arm, SingleArmRouter
-from service.bundle import load_bundle
+from service.catalog.bundle import load_bundle
 from service.exposures import MemoryExposureLog
 from service.recommender import Event, Recommendation, ScoredItem
 from service.tracking import ExperimentTracker

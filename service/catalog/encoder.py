@@ -13,8 +13,8 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from service.catalog.onnx_guard import reject_external_data
 from service.errors import BundleError
-from service.onnx_guard import reject_external_data
 
 Vector = npt.NDArray[np.float32]
 _ORT_DTYPES = {"int64": "tensor(int64)", "float32": "tensor(float)"}

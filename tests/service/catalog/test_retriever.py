@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from service.retriever import Retriever, SearchSettings
+from service.catalog.retriever import Retriever, SearchSettings
 
 N, DIM = 600, 8
 

@@ -5,8 +5,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from service.catalog.onnx_guard import reject_external_data
 from service.errors import BundleError
-from service.onnx_guard import reject_external_data
 
 
 def _model_with_constant_in_subgraph(external: bool) -> bytes:

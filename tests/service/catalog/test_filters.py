@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.filters import FilterMasks, ItemFilter
+from service.catalog.filters import FilterMasks, ItemFilter
 
 GENRES = ("Comedy", "Drama", "Horror")
 MATRIX = np.array(

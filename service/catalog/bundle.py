@@ -21,10 +21,10 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from service.encoder import UserEncoder, check_signature, open_session
+from service.catalog.encoder import UserEncoder, check_signature, open_session
+from service.catalog.filters import FilterMasks
+from service.catalog.retriever import Retriever
 from service.errors import BundleError
-from service.filters import FilterMasks
-from service.retriever import Retriever
 
 MAX_MANIFEST_BYTES = 1 << 20
 _VERSION_PATTERN = r"^[A-Za-z0-9._:+-]{1,128}$"

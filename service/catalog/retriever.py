@@ -17,7 +17,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-from service.filters import Mask
+from service.catalog.filters import Mask
 
 Vector = npt.NDArray[np.float32]
 _PLAIN_PATH_MAX_EXCLUDED = 512

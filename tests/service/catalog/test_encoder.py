@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.bundle import load_bundle
-from service.encoder import check_signature, open_session
+from service.catalog.bundle import load_bundle
+from service.catalog.encoder import check_signature, open_session
 from service.errors import BundleError
 
 

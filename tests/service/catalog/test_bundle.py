@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 
-from service.bundle import load_bundle
+from service.catalog.bundle import load_bundle
 from service.errors import BundleError
 
 
