@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import statistics
 import sys
@@ -26,6 +25,7 @@ from processes import BenchError, start_redis
 
 from service.arms import Arm
 from service.catalog.bundle import load_bundle
+from service.catalog.columns import read_strings
 from service.lifecycle import settle_heap
 from service.pages import PageMemo
 from service.recommender import Recommender, RecommendQuery
@@ -38,7 +38,7 @@ async def measure(bundle_dir: Path, redis_url: str, rounds: int) -> dict[str, fl
     arm = Arm("bench", bundle, pages=PageMemo(0))
     store = open_store(Settings(redis_url=redis_url, local_cache_size=0, redis_timeout_ms=1000))
     recommender = Recommender(store)
-    users: list[str] = json.loads((bundle_dir / "users.json").read_text())
+    users = read_strings(bundle_dir, "user_ids")
     admin = aioredis.Redis.from_url(redis_url, socket_timeout=2)
     settle_heap()
     timings: dict[str, list[float]] = {"hit": [], "miss": []}

@@ -39,6 +39,8 @@ from processes import (
     wait_http,
 )
 
+from service.catalog.columns import read_strings
+
 BENCH_DIR = Path(__file__).resolve().parent
 SCENARIO_ORDER = (
     "hello",
@@ -80,8 +82,8 @@ def _load_bundle(bundle: Path, tmp: Path) -> tuple[dict[str, Any], list[str], di
     """Manifest, known users, and the id files the Lua scripts read (items most popular first)."""
     try:
         manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
-        users = [str(u) for u in json.loads((bundle / "users.json").read_text(encoding="utf-8"))]
-        items = [str(i["item_id"]) for i in json.loads((bundle / "items.json").read_text("utf-8"))]
+        users = read_strings(bundle, "user_ids")
+        items = read_strings(bundle, "item_ids")
         popular = [str(p["item_id"]) for p in json.loads((bundle / "popularity.json").read_text())]
     except (OSError, ValueError, KeyError) as e:
         raise BenchError(

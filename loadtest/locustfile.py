@@ -3,7 +3,7 @@
     locust -f loadtest/locustfile.py --headless --host http://127.0.0.1:8000 \
         --bundle bundles/demo -u 20 -r 5 -t 60s --csv reports/loadtest/run
 
-Users come from the bundle's users.json (Zipf) plus a share of new users. Every response's
+Users come from the bundle's user_ids column (Zipf) plus a share of new users. Every response's
 `arm` is counted, so a run against an experiment shows traffic and latency per arm. The run
 fails (non-zero exit, reason printed) when the service is unreachable at start, or at the end
 when the failure ratio or the p99 exceeds its threshold.
@@ -53,7 +53,7 @@ def _arguments(parser: Any) -> None:
         "--bundle",
         env_var="DUET_BUNDLE",
         default="bundles/demo",
-        help="Bundle directory whose users.json / items.json the traffic is drawn from",
+        help="Bundle directory whose user and item id columns the traffic is drawn from",
     )
     group.add_argument("--zipf-s", type=float, default=1.1, help="Zipf exponent for users, items")
     group.add_argument("--new-user-share", type=float, default=0.1, help="Share of unseen users")

@@ -39,6 +39,8 @@ from processes import (  # noqa: E402 (bench/ is a directory of scripts, not a p
     wait_http,
 )
 
+from service.catalog.columns import read_strings  # noqa: E402
+
 __all__ = [
     "LOOPBACK",
     "BenchError",
@@ -149,8 +151,8 @@ def start_service(
 def users_and_items(bundle: Path) -> tuple[list[str], list[str]]:
     """Known users, and items most popular first (the bundle's own files)."""
     try:
-        users = [str(u) for u in json.loads((bundle / "users.json").read_text("utf-8"))]
-        items = [str(i["item_id"]) for i in json.loads((bundle / "items.json").read_text("utf-8"))]
+        users = read_strings(bundle, "user_ids")
+        items = read_strings(bundle, "item_ids")
         popular = [str(p["item_id"]) for p in json.loads((bundle / "popularity.json").read_text())]
     except (OSError, ValueError, KeyError) as e:
         raise BenchError(f"{bundle} is not a readable Duet bundle ({e})") from e

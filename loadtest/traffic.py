@@ -19,6 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from service.catalog.columns import read_strings
+
 JsonBody = dict[str, Any]
 
 EVENT_TYPES = ("view", "click", "rating", "purchase")
@@ -52,26 +56,28 @@ def _read_json(path: Path) -> Any:
 
 
 def load_catalog(bundle: Path) -> Catalog:
-    """Read users.json, items.json, popularity.json and manifest.json of a bundle."""
+    """Read the id columns, popularity.json and manifest.json of a bundle."""
     manifest = _read_json(bundle / "manifest.json")
-    users = [str(u) for u in _read_json(bundle / "users.json")]
-    items = _read_json(bundle / "items.json")
     popular = [str(p["item_id"]) for p in _read_json(bundle / "popularity.json")]
-    if not users or not items:
+    try:
+        users = read_strings(bundle, "user_ids")
+        all_ids = read_strings(bundle, "item_ids")
+        years = np.load(bundle / "item_years.npy", mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise CatalogError(f"{bundle}: unreadable catalog columns: {e}") from e
+    if not users or not all_ids:
         raise CatalogError(f"{bundle}: the bundle has no users or no items")
-    all_ids = [str(it["item_id"]) for it in items]
     known = set(all_ids)
     ordered = [i for i in dict.fromkeys(popular) if i in known]
     seen = set(ordered)
     ordered += [i for i in all_ids if i not in seen]
-    genres = sorted({g for it in items for g in it.get("genres") or []})
-    years = [int(it["year"]) for it in items if it.get("year")]
+    dated = years[years > 0]
     return Catalog(
         user_ids=tuple(users),
         item_ids=tuple(ordered),
-        genres=tuple(genres),
-        year_min=min(years, default=1950),
-        year_max=max(years, default=2020),
+        genres=tuple(manifest["catalog"]["genre_vocab"]),
+        year_min=int(dated.min()) if len(dated) else 1950,
+        year_max=int(dated.max()) if len(dated) else 2020,
         embedding_dim=int(manifest["embedding_dim"]),
     )
 

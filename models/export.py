@@ -26,12 +26,13 @@ import onnxruntime as ort
 import torch
 from torch import Tensor, nn
 
+from models.catalog_files import write_catalog
 from models.features import ItemFeatures
 from models.index import BuiltIndex, IndexSpec, build_index, query_sample
 from models.towers import TwoTower, UserTower
 from models.types import Dataset, Interactions
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 OPSET = 17
 PARITY_TOLERANCE = 1e-5
 POPULARITY_SIZE = 1000
@@ -169,19 +170,6 @@ def _popularity(dataset: Dataset, train_full: Interactions) -> list[dict[str, An
     ]
 
 
-def _items_json(dataset: Dataset) -> list[dict[str, Any]]:
-    items = dataset.items
-    return [
-        {
-            "item_id": items.ids[i],
-            "title": items.titles[i],
-            "genres": list(items.genres[i]),
-            "year": int(items.years[i]) if items.years[i] > 0 else None,
-        }
-        for i in range(len(items))
-    ]
-
-
 def _user_features_matrix(dataset: Dataset) -> np.ndarray | None:
     features = dataset.user_features
     if features is None:
@@ -249,8 +237,7 @@ def write_bundle(
         (tmp / "item_tower.onnx").write_bytes(item_onnx)
         faiss.write_index(built.index, str(tmp / "items.faiss"))
         np.save(tmp / "item_embeddings.npy", embeddings, allow_pickle=False)
-        _write_json(tmp / "items.json", _items_json(dataset))
-        _write_json(tmp / "users.json", list(dataset.user_ids))
+        catalog = write_catalog(tmp, dataset)
         if user_features is not None:
             np.save(tmp / "user_features.npy", user_features, allow_pickle=False)
         _write_json(tmp / "popularity.json", _popularity(dataset, inputs.train_full))
@@ -259,7 +246,7 @@ def write_bundle(
         files = {
             p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in sorted(tmp.iterdir())
         }
-        manifest = _manifest(model, inputs, built, files=files, parity=parity)
+        manifest = _manifest(model, inputs, built, files=files, parity=parity, catalog=catalog)
         _write_json(tmp / "manifest.json", manifest)
     return manifest
 
@@ -271,6 +258,7 @@ def _manifest(
     *,
     files: dict[str, dict[str, Any]],
     parity: dict[str, float],
+    catalog: dict[str, Any],
 ) -> dict[str, Any]:
     dataset, features = inputs.dataset, inputs.item_features
     dim = model.config.dim
@@ -300,6 +288,7 @@ def _manifest(
         "normalized": True,
         "num_items": dataset.num_items,
         "num_users": dataset.num_users,
+        "catalog": catalog,
         "index": {
             "file": "items.faiss",
             "type": built.kind,

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.catalog.bundle import Bundle
-from service.catalog.filters import Mask
+from service.catalog.filters import Allowed
 from service.catalog.retriever import SearchSettings, Vector
 
 Ranked = tuple[list[int], list[float]]
@@ -61,11 +61,11 @@ def _popularity_by_row(bundle: Bundle) -> npt.NDArray[np.float32]:
 
 
 def _popular_candidates(
-    bundle: Bundle, count: int, excluded: Collection[int], allowed: Mask | None
+    bundle: Bundle, count: int, excluded: Collection[int], allowed: Allowed | None
 ) -> list[int]:
     chosen: list[int] = []
     for row in bundle.catalog.popularity_rows.tolist():
-        if row not in excluded and (allowed is None or allowed[row]):
+        if row not in excluded and (allowed is None or row in allowed):
             chosen.append(row)
             if len(chosen) == count:
                 break
@@ -119,7 +119,7 @@ def rank(
     k: int,
     *,
     excluded: Collection[int],
-    allowed: Mask | None,
+    allowed: Allowed | None,
 ) -> Ranked:
     """The arm's top-`k` rows and the scores they were ranked by, best first."""
     retriever = bundle.retriever

@@ -19,8 +19,8 @@ import numpy.typing as npt
 
 from service import metrics
 from service.arms import Arm
-from service.catalog.bundle import Catalog
-from service.catalog.filters import ItemFilter
+from service.catalog.filters import Allowed, ItemFilter
+from service.catalog.items import Catalog
 from service.errors import InvalidInputError, NotFoundError, StoreUnavailableError
 from service.policies import rank
 from service.store import EMPTY_STATE, Store
@@ -78,8 +78,7 @@ class Event:
 
 
 def _known_rows(catalog: Catalog, ids: Iterable[str]) -> list[int]:
-    rows = catalog.rows
-    return [rows[i] for i in ids if i in rows]
+    return catalog.rows.rows(ids)
 
 
 def _count_unknown(kind: str, total: int, known: int) -> None:
@@ -88,15 +87,19 @@ def _count_unknown(kind: str, total: int, known: int) -> None:
 
 
 def _items(catalog: Catalog, rows: list[int], scores: list[float]) -> list[ScoredItem]:
-    ids, titles, genres = catalog.item_ids, catalog.titles, catalog.genres
-    return [ScoredItem(ids[r], s, titles[r], genres[r]) for r, s in zip(rows, scores, strict=True)]
+    describe = catalog.describe
+    items = []
+    for row, score in zip(rows, scores, strict=True):
+        item_id, title, genres = describe(row)
+        items.append(ScoredItem(item_id, score, title, genres))
+    return items
 
 
 def _popular(
-    catalog: Catalog, k: int, excluded: set[int], allowed: npt.NDArray[np.bool_] | None
+    catalog: Catalog, k: int, excluded: set[int], allowed: Allowed | None
 ) -> list[ScoredItem]:
     rows = catalog.popularity_rows
-    keep = np.ones(len(rows), dtype=np.bool_) if allowed is None else allowed[rows].copy()
+    keep = np.ones(len(rows), dtype=np.bool_) if allowed is None else allowed.includes(rows)
     if excluded:
         keep &= ~np.isin(rows, list(excluded))
     chosen = np.flatnonzero(keep)[:k]

@@ -1,14 +1,25 @@
-"""FAISS search that returns `k` items whenever `k` items qualify.
+"""FAISS search that returns `k` items whenever `k` items qualify, with a plan per request.
 
-Two paths. Few exclusions and no filter: over-fetch `k + excluded` (times the arm's factor for
-ANN indexes) with a plain search and drop the excluded rows — the cheapest call FAISS offers.
-Otherwise: an `IDSelectorBitmap` of the allowed rows passed through search parameters. Either
-way, if an approximate index still comes back short, exact scoring over the allowed rows
-finishes the job, so filters and exclusions never silently shrink a page.
+The plan is chosen by what the request lets through, as Lucene's kNN query, Weaviate's
+`flatSearchCutoff` and Vespa's `approximate-threshold` do:
+
+- no filter, few exclusions: the index's plain search over-fetching `k + excluded` (times the
+  arm's factor for ANN indexes), excluded rows dropped: the cheapest call FAISS offers;
+- no filter, many exclusions (a heavy user's seen set): the index with an ID selector that
+  refuses the excluded rows (`IDSelectorNot(IDSelectorBatch)`), built in O(excluded);
+- a filter that leaves at most `exact_max_rows` rows: exact scores over just those rows (a
+  gather and a matmul, or a matmul over the whole catalog when that is smaller);
+- a broader filter: the index with an `IDSelectorBitmap` of the allowed rows and a search
+  budget (efSearch / nprobe) raised by the filter's selectivity.
+
+Whatever the plan, if an approximate search comes back short, exact scoring over the allowed
+rows finishes the page, so filters and exclusions never silently shrink it. Nothing here scans
+the catalog per request except that last-resort completion.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -17,10 +28,13 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-from service.catalog.filters import Mask
+from service.catalog.filters import Allowed
 
 Vector = npt.NDArray[np.float32]
-_PLAIN_PATH_MAX_EXCLUDED = 512
+Ranked = tuple[list[int], list[float]]
+PLAIN_MAX_EXCLUDED = 512
+DEFAULT_EXACT_MAX_ROWS = 20_000
+MAX_BUDGET_BOOST = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,24 +49,41 @@ class SearchSettings:
 DEFAULT_SEARCH = SearchSettings()
 
 
+def _top(candidates: npt.NDArray[np.int64], scores: npt.NDArray[np.float32], want: int) -> Ranked:
+    if want < len(candidates):
+        top = np.argpartition(-scores, want - 1)[:want]
+        candidates, scores = candidates[top], scores[top]
+    order = np.argsort(-scores, kind="stable")
+    return candidates[order].tolist(), scores[order].tolist()
+
+
 class Retriever:
-    def __init__(self, index: Any, embeddings: Vector, index_type: str) -> None:
+    def __init__(
+        self,
+        index: Any,
+        embeddings: Vector,
+        index_type: str,
+        *,
+        exact_max_rows: int = DEFAULT_EXACT_MAX_ROWS,
+    ) -> None:
         self._index = index
         self._embeddings = embeddings
         self._type = index_type
         self.size = int(index.ntotal)
         self.exact = index_type == "flat_ip"
+        self.exact_max_rows = exact_max_rows
+        hnsw: Any = faiss.downcast_index(index) if index_type == "hnsw" else None
+        self._ef = int(hnsw.hnsw.efSearch) if hnsw is not None else 0
+        self._nprobe = int(faiss.extract_index_ivf(index).nprobe) if index_type == "ivf" else 0
+        self._nlist = int(faiss.extract_index_ivf(index).nlist) if index_type == "ivf" else 0
 
-    def _params(self, settings: SearchSettings, selector: Any | None) -> Any | None:
+    def _params(self, settings: SearchSettings, selector: Any | None, boost: float) -> Any | None:
         if self._type == "hnsw":
             params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
-            if settings.ef_search is not None:
-                params.efSearch = settings.ef_search
-            else:
-                params.efSearch = faiss.downcast_index(self._index).hnsw.efSearch  # type: ignore[attr-defined]
+            params.efSearch = math.ceil((settings.ef_search or self._ef) * boost)
         elif self._type == "ivf":
             params = faiss.SearchParametersIVF()
-            params.nprobe = settings.nprobe or faiss.extract_index_ivf(self._index).nprobe
+            params.nprobe = min(self._nlist, math.ceil((settings.nprobe or self._nprobe) * boost))
         elif selector is None:
             return None
         else:
@@ -61,9 +92,13 @@ class Retriever:
             params.sel = selector
         return params
 
-    def _faiss(self, query: Vector, n: int, params: Any | None) -> tuple[list[int], list[float]]:
+    def _faiss(self, query: Vector, n: int, params: Any | None) -> Ranked:
         scores, rows = self._index.search(query.reshape(1, -1), n, params=params)
-        return rows[0].tolist(), scores[0].tolist()
+        found, found_scores = rows[0].tolist(), scores[0].tolist()
+        if found and found[-1] < 0:  # FAISS pads a short answer with -1
+            cut = found.index(-1)
+            return found[:cut], found_scores[:cut]
+        return found, found_scores
 
     def search(
         self,
@@ -71,56 +106,87 @@ class Retriever:
         k: int,
         *,
         excluded: Collection[int] = (),
-        allowed: Mask | None = None,
+        allowed: Allowed | None = None,
         settings: SearchSettings = DEFAULT_SEARCH,
-    ) -> tuple[list[int], list[float]]:
-        """Top-`k` rows by inner product among allowed rows not in `excluded`, best first.
-
-        Plain Python lists in and out: pages and exclusion lists are small, and numpy's
-        per-call overhead (isin, unique) costs more than the work at this size.
-        """
+    ) -> Ranked:
+        """Top-`k` rows by inner product among allowed rows not in `excluded`, best first."""
         seen = excluded if isinstance(excluded, (set, frozenset)) else set(excluded)
-        if allowed is None and len(seen) <= _PLAIN_PATH_MAX_EXCLUDED:
-            want = min(k, self.size - len(seen))
-            if want <= 0:
-                return [], []
-            factor = 1.0 if self.exact else settings.overfetch
+        if allowed is None:
+            return self._unfiltered(query, k, seen, settings)
+        return self._filtered(query, k, seen, allowed, settings)
+
+    def _unfiltered(
+        self, query: Vector, k: int, seen: Collection[int], s: SearchSettings
+    ) -> Ranked:
+        want = min(k, self.size - len(seen))
+        if want <= 0:
+            return [], []
+        if len(seen) <= PLAIN_MAX_EXCLUDED:
+            factor = 1.0 if self.exact else s.overfetch
             fetch = min(self.size, int(k * factor) + len(seen))
-            found, found_scores = self._faiss(query, fetch, self._params(settings, None))
+            found, found_scores = self._faiss(query, fetch, self._params(s, None, 1.0))
             rows: list[int] = []
             scores: list[float] = []
             for row, score in zip(found, found_scores, strict=True):
-                if row >= 0 and row not in seen:
+                if row not in seen:
                     rows.append(row)
                     scores.append(score)
                     if len(rows) == want:
                         return rows, scores
-            mask = np.ones(self.size, dtype=np.bool_)
-        else:
-            mask = np.ones(self.size, dtype=np.bool_) if allowed is None else allowed.copy()
-        if seen:
-            mask[list(seen)] = False
-        want = min(k, int(mask.sum()))
+        excluded = np.fromiter(seen, dtype=np.int64, count=len(seen))
+        batch = faiss.IDSelectorBatch(len(excluded), faiss.swig_ptr(excluded))
+        selector = faiss.IDSelectorNot(batch)
+        found, found_scores = self._faiss(query, want, self._params(s, selector, 1.0))
+        if len(found) >= want:
+            return found, found_scores
+        keep = np.ones(self.size, dtype=np.bool_)
+        keep[excluded] = False
+        return self._scan(query, np.flatnonzero(keep), want)
+
+    def _filtered(
+        self, query: Vector, k: int, seen: Collection[int], allowed: Allowed, s: SearchSettings
+    ) -> Ranked:
+        excluded = np.fromiter(seen, dtype=np.int64, count=len(seen))
+        if len(excluded):
+            excluded = excluded[(excluded >= 0) & (excluded < self.size)]
+            excluded = excluded[allowed.includes(excluded)]
+        want = min(k, allowed.count - len(excluded))
         if want <= 0:
             return [], []
-        if allowed is not None or len(seen) > _PLAIN_PATH_MAX_EXCLUDED:
-            bitmap = np.packbits(mask, bitorder="little")
-            selector = faiss.IDSelectorBitmap(self.size, faiss.swig_ptr(bitmap))
-            found, found_scores = self._faiss(query, want, self._params(settings, selector))
-            pairs = [(r, s) for r, s in zip(found, found_scores, strict=True) if r >= 0]
-            if len(pairs) >= want:
-                return [r for r, _ in pairs], [s for _, s in pairs]
-        return self._exact(query, mask, want)
+        if self.exact or allowed.count <= self.exact_max_rows:
+            return self._exact(query, allowed, excluded, want)
+        selector: Any = faiss.IDSelectorBitmap(self.size, faiss.swig_ptr(allowed.bitmap))
+        if len(excluded):
+            batch = faiss.IDSelectorBatch(len(excluded), faiss.swig_ptr(excluded))
+            refused = faiss.IDSelectorNot(batch)
+            selector = faiss.IDSelectorAnd(selector, refused)
+        boost = min(MAX_BUDGET_BOOST, math.sqrt(self.size / allowed.count))
+        found, found_scores = self._faiss(query, want, self._params(s, selector, boost))
+        if len(found) >= want:
+            return found, found_scores
+        return self._exact(query, allowed, excluded, want)
 
-    def _exact(self, query: Vector, mask: Mask, want: int) -> tuple[list[int], list[float]]:
-        """Exact scores over the allowed rows: the fallback when an ANN index comes back short."""
-        candidates = np.flatnonzero(mask)
+    def _exact(
+        self, query: Vector, allowed: Allowed, excluded: npt.NDArray[np.int64], want: int
+    ) -> Ranked:
+        """Exact scores over the allowed rows minus the excluded ones."""
+        if allowed.count * 4 >= self.size:
+            # gathering most rows costs more than one contiguous matmul over all of them
+            scores = self._embeddings @ query
+            keep = np.unpackbits(allowed.bitmap, bitorder="little", count=self.size).view(bool)
+            if len(excluded):
+                keep = keep.copy()
+                keep[excluded] = False
+            candidates = np.flatnonzero(keep)
+            return _top(candidates, scores[candidates], want)
+        candidates = allowed.rows()
+        if len(excluded):
+            candidates = candidates[~np.isin(candidates, excluded, assume_unique=True)]
+        return self._scan(query, candidates, want)
+
+    def _scan(self, query: Vector, candidates: npt.NDArray[np.int64], want: int) -> Ranked:
         scores = self._embeddings[candidates] @ query
-        if want < len(candidates):
-            top = np.argpartition(-scores, want - 1)[:want]
-            candidates, scores = candidates[top], scores[top]
-        order = np.argsort(-scores, kind="stable")
-        return candidates[order].tolist(), scores[order].tolist()
+        return _top(candidates, scores, want)
 
     def item_vector(self, row: int) -> Vector:
         vector: Vector = self._embeddings[row]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from models import export
+from models.catalog_files import CATALOG_FILES, id_hash
 from models.export import BundleInputs, ExportError, verify_bundle, write_bundle
 from models.features import ItemFeatures, build_item_features
 from models.index import IndexSpec
@@ -61,9 +63,8 @@ def test_bundle_holds_exactly_the_contract_files(bundle: Path) -> None:
         "item_tower.onnx",
         "items.faiss",
         "item_embeddings.npy",
-        "items.json",
-        "users.json",
         "popularity.json",
+        *CATALOG_FILES,
     }
     manifest = verify_bundle(bundle)
     assert set(manifest["files"]) == names - {"manifest.json"}
@@ -73,7 +74,7 @@ def test_bundle_holds_exactly_the_contract_files(bundle: Path) -> None:
 def test_manifest_describes_the_towers(bundle: Path, tiny_dataset: Dataset) -> None:
     manifest = json.loads((bundle / "manifest.json").read_text())
     n = tiny_dataset.num_items
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2
     assert manifest["bundle_version"].startswith(f"{tiny_dataset.name}-")
     assert manifest["num_items"] == n and manifest["num_users"] == tiny_dataset.num_users
     assert manifest["index"]["type"] == "flat_ip" and manifest["index"]["ntotal"] == n
@@ -122,11 +123,25 @@ def test_onnx_towers_and_index_agree_with_the_embeddings(
     assert manifest["user_tower"]["history_length"] == 6
 
 
+def _strings(bundle: Path, name: str) -> list[str]:
+    blob = np.load(bundle / f"{name}.npy").tobytes()
+    bounds = np.load(bundle / f"{name}.offsets.npy")
+    return [blob[a:b].decode() for a, b in itertools.pairwise(bounds)]
+
+
 def test_metadata_files(bundle: Path, tiny_dataset: Dataset, tiny_split: Split) -> None:
-    items = json.loads((bundle / "items.json").read_text())
-    assert [i["item_id"] for i in items] == tiny_dataset.items.ids
-    assert set(items[0]) == {"item_id", "title", "genres", "year"}
-    assert json.loads((bundle / "users.json").read_text()) == tiny_dataset.user_ids
+    assert _strings(bundle, "item_ids") == tiny_dataset.items.ids
+    assert _strings(bundle, "item_titles") == tiny_dataset.items.titles
+    assert _strings(bundle, "user_ids") == tiny_dataset.user_ids
+    vocab = json.loads((bundle / "manifest.json").read_text())["catalog"]["genre_vocab"]
+    codes, bounds = np.load(bundle / "item_genres.npy"), np.load(bundle / "item_genres.offsets.npy")
+    genres = [tuple(vocab[c] for c in codes[a:b]) for a, b in itertools.pairwise(bounds)]
+    assert genres == [tuple(g) for g in tiny_dataset.items.genres]
+    assert np.array_equal(np.load(bundle / "item_years.npy"), tiny_dataset.items.years)
+    for name, ids in (("item_ids", tiny_dataset.items.ids), ("user_ids", tiny_dataset.user_ids)):
+        hashes, order = np.load(bundle / f"{name}.hash.npy"), np.load(bundle / f"{name}.order.npy")
+        assert np.all(np.diff(hashes.astype(np.float64)) >= 0)
+        assert [int(h) for h in hashes] == [id_hash(ids[row]) for row in order]
     popularity = json.loads((bundle / "popularity.json").read_text())
     counts = np.bincount(tiny_split.train_full.item, minlength=tiny_dataset.num_items)
     assert popularity[0]["item_id"] == tiny_dataset.items.ids[int(np.argmax(counts))]
@@ -171,8 +186,8 @@ def test_verify_detects_a_changed_file(bundle: Path, tmp_path: Path) -> None:
 
     copy = tmp_path / "copy"
     shutil.copytree(bundle, copy)
-    (copy / "users.json").write_text('["intruder"]\n')
-    with pytest.raises(ExportError, match=r"users\.json: checksum mismatch"):
+    (copy / "popularity.json").write_text("[]\n")
+    with pytest.raises(ExportError, match=r"popularity\.json: checksum mismatch"):
         verify_bundle(copy)
 
 

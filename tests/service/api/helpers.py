@@ -6,15 +6,31 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from service.catalog.columns import read_strings
+
 
 def items(bundle: Path) -> list[dict[str, Any]]:
-    loaded: list[dict[str, Any]] = json.loads((bundle / "items.json").read_text())
-    return loaded
+    """The catalog as records, read from its columns."""
+    vocab = json.loads((bundle / "manifest.json").read_text())["catalog"]["genre_vocab"]
+    codes = np.load(bundle / "item_genres.npy")
+    bounds = np.load(bundle / "item_genres.offsets.npy")
+    years = np.load(bundle / "item_years.npy")
+    titles = read_strings(bundle, "item_titles")
+    return [
+        {
+            "item_id": item_id,
+            "title": titles[row],
+            "genres": [vocab[c] for c in codes[bounds[row] : bounds[row + 1]]],
+            "year": int(years[row]) or None,
+        }
+        for row, item_id in enumerate(read_strings(bundle, "item_ids"))
+    ]
 
 
 def users(bundle: Path) -> list[str]:
-    loaded: list[str] = json.loads((bundle / "users.json").read_text())
-    return loaded
+    return read_strings(bundle, "user_ids")
 
 
 def version(bundle: Path) -> str:

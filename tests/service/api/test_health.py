@@ -29,13 +29,13 @@ async def test_ready_with_a_verified_bundle_and_redis(
 async def test_a_corrupt_bundle_leaves_the_app_alive_but_not_ready(
     bundle_copy: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    (bundle_copy / "users.json").write_text('["tampered"]')
+    (bundle_copy / "user_ids.npy").write_bytes(b"tampered")
     with caplog.at_level(logging.ERROR, logger="service"):
         async with serve(Settings(bundle=bundle_copy)) as (_, client):
             assert (await client.get("/healthz")).status_code == 200
             ready = await client.get("/readyz")
             assert ready.status_code == 503
-            assert "users.json: " in ready.json()["reason"]
+            assert "user_ids.npy: " in ready.json()["reason"]
             refused = await client.post("/v1/recommend", json={"user_id": "1"})
             assert refused.status_code == 503
             assert refused.json()["error"]["code"] == "not_ready"

@@ -13,6 +13,7 @@ import onnx
 import pytest
 
 from service.catalog.bundle import load_bundle
+from service.catalog.columns import read_strings
 from service.errors import BundleError
 
 
@@ -39,7 +40,10 @@ def test_a_valid_bundle_loads_into_consistent_objects(bundle_dir: Path) -> None:
     assert bundle.version == manifest["bundle_version"]
     assert len(bundle.catalog) == manifest["num_items"] == bundle.retriever.size
     assert len(bundle.catalog.users) == manifest["num_users"]
-    assert bundle.catalog.users[json.loads((bundle_dir / "users.json").read_text())[0]] == 1
+    assert bundle.catalog.users[read_strings(bundle_dir, "user_ids")[0]] == 1
+    first = read_strings(bundle_dir, "item_ids")[0]
+    assert bundle.catalog.rows[first] == 0 and bundle.catalog.item_ids[0] == first
+    assert bundle.catalog.rows.get("no such item") is None
     vector = bundle.encoder.encode(1, [0, 1, 2])
     assert vector.shape == (manifest["embedding_dim"],)
     assert np.isclose(np.linalg.norm(vector), 1.0, atol=1e-4)
@@ -62,7 +66,7 @@ def test_a_missing_file_is_refused(bundle_copy: Path) -> None:
 
 def test_a_file_the_manifest_forgets_is_refused(bundle_copy: Path) -> None:
     manifest = _manifest(bundle_copy)
-    del manifest["files"]["users.json"]
+    del manifest["files"]["user_ids.npy"]
     _write_manifest(bundle_copy, manifest)
     with pytest.raises(BundleError, match="does not list"):
         load_bundle(bundle_copy)
@@ -105,10 +109,10 @@ def test_a_renamed_tower_input_is_refused(bundle_copy: Path) -> None:
 
 
 def test_a_symlink_leaving_the_bundle_is_refused(bundle_copy: Path, tmp_path: Path) -> None:
-    outside = tmp_path / "elsewhere.json"
-    outside.write_bytes((bundle_copy / "items.json").read_bytes())
-    (bundle_copy / "items.json").unlink()
-    (bundle_copy / "items.json").symlink_to(outside)
+    outside = tmp_path / "elsewhere.npy"
+    outside.write_bytes((bundle_copy / "item_titles.npy").read_bytes())
+    (bundle_copy / "item_titles.npy").unlink()
+    (bundle_copy / "item_titles.npy").symlink_to(outside)
     with pytest.raises(BundleError, match="leaves the bundle"):
         load_bundle(bundle_copy)
 

@@ -9,7 +9,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from service.catalog.retriever import Retriever, SearchSettings
+from service.catalog.filters import Allowed, pack
+from service.catalog.retriever import PLAIN_MAX_EXCLUDED, Retriever, SearchSettings
 
 N, DIM = 600, 8
 
@@ -35,9 +36,16 @@ def _index(kind: str, embeddings: npt.NDArray[np.float32]) -> Any:
     return index
 
 
-@pytest.fixture(params=["flat_ip", "hnsw", "ivf"])
+@pytest.fixture(params=["flat_ip", "hnsw", "ivf", "hnsw-bitmap", "ivf-bitmap"])
 def retriever(request: pytest.FixtureRequest, embeddings: npt.NDArray[np.float32]) -> Retriever:
-    return Retriever(_index(request.param, embeddings), embeddings, request.param)
+    """`-bitmap`: no filter is small enough for the exact plan, so the index's selector runs."""
+    kind, _, plan = request.param.partition("-")
+    exact_max_rows = 0 if plan == "bitmap" else 20_000
+    return Retriever(_index(kind, embeddings), embeddings, kind, exact_max_rows=exact_max_rows)
+
+
+def _allowed(mask: npt.NDArray[np.bool_]) -> Allowed:
+    return Allowed.of(pack(mask), len(mask))
 
 
 def _exact(
@@ -66,7 +74,7 @@ def test_a_restrictive_filter_still_returns_every_qualifying_row(
 ) -> None:
     allowed = np.zeros(N, dtype=np.bool_)
     allowed[[5, 77, 300, 301, 599]] = True
-    rows, _ = retriever.search(embeddings[1], 10, excluded={300}, allowed=allowed)
+    rows, _ = retriever.search(embeddings[1], 10, excluded={300}, allowed=_allowed(allowed))
     assert sorted(rows) == [5, 77, 301, 599]
 
 
@@ -76,7 +84,7 @@ def test_filtered_search_is_exact_on_the_allowed_rows(
     allowed = np.zeros(N, dtype=np.bool_)
     allowed[::3] = True
     query = embeddings[2]
-    rows, _ = retriever.search(query, 12, excluded={0, 3}, allowed=allowed)
+    rows, _ = retriever.search(query, 12, excluded={0, 3}, allowed=_allowed(allowed))
     expected = _exact(embeddings, query, set(np.flatnonzero(allowed).tolist()) - {0, 3}, 12)
     assert len(rows) == 12
     assert set(rows) <= set(np.flatnonzero(allowed).tolist()) - {0, 3}
@@ -94,7 +102,10 @@ def test_many_exclusions_use_the_selector_path(
 
 def test_nothing_qualifies(retriever: Retriever, embeddings: npt.NDArray[np.float32]) -> None:
     assert retriever.search(embeddings[4], 5, excluded=set(range(N))) == ([], [])
-    assert retriever.search(embeddings[4], 5, allowed=np.zeros(N, dtype=np.bool_)) == ([], [])
+    assert retriever.search(embeddings[4], 5, allowed=_allowed(np.zeros(N, dtype=np.bool_))) == (
+        [],
+        [],
+    )
 
 
 def test_arm_search_settings_are_applied(embeddings: npt.NDArray[np.float32]) -> None:
@@ -102,3 +113,44 @@ def test_arm_search_settings_are_applied(embeddings: npt.NDArray[np.float32]) ->
     wide = SearchSettings(overfetch=4.0, ef_search=256)
     rows, _ = retriever.search(embeddings[5], 10, settings=wide)
     assert rows == _exact(embeddings, embeddings[5], set(range(N)), 10)
+
+
+def test_a_long_exclusion_list_with_a_filter_still_fills_the_page(
+    retriever: Retriever, embeddings: npt.NDArray[np.float32]
+) -> None:
+    allowed = np.zeros(N, dtype=np.bool_)
+    allowed[: N // 2] = True
+    excluded = set(range(0, N // 2 - 7)) | set(range(N // 2, N))
+    assert len(excluded) > PLAIN_MAX_EXCLUDED
+    rows, _ = retriever.search(embeddings[6], 10, excluded=excluded, allowed=_allowed(allowed))
+    assert sorted(rows) == list(range(N // 2 - 7, N // 2))
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_the_exact_plan_serves_selective_filters_exactly(
+    kind: str, embeddings: npt.NDArray[np.float32]
+) -> None:
+    """Below the cutoff an ANN index is not asked at all: the answer is the exact one."""
+    retriever = Retriever(_index(kind, embeddings), embeddings, kind, exact_max_rows=N // 10)
+    allowed = np.zeros(N, dtype=np.bool_)
+    allowed[::12] = True
+    query = embeddings[7]
+    rows, scores = retriever.search(query, 10, excluded={12}, allowed=_allowed(allowed))
+    expected = _exact(embeddings, query, set(np.flatnonzero(allowed).tolist()) - {12}, 10)
+    assert rows == expected
+    assert np.allclose(scores, embeddings[rows] @ query, atol=1e-5)
+
+
+def test_a_broad_filter_over_ann_keeps_most_of_the_exact_answer(
+    embeddings: npt.NDArray[np.float32],
+) -> None:
+    retriever = Retriever(_index("hnsw", embeddings), embeddings, "hnsw", exact_max_rows=0)
+    allowed = np.zeros(N, dtype=np.bool_)
+    allowed[::2] = True
+    qualifying = set(np.flatnonzero(allowed).tolist())
+    recalls = []
+    for q in range(20):
+        rows, _ = retriever.search(embeddings[q], 10, allowed=_allowed(allowed))
+        assert len(rows) == 10 and set(rows) <= qualifying
+        recalls.append(len(set(rows) & set(_exact(embeddings, embeddings[q], qualifying, 10))))
+    assert np.mean(recalls) >= 9.0

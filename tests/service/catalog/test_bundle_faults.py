@@ -20,8 +20,8 @@ from onnx.external_data_helper import convert_model_to_external_data, uses_exter
 
 from service.settings import Settings
 from tests.service.api.helpers import users, version
+from tests.service.catalog.test_bundle import _manifest, _rehash, _write_manifest
 from tests.service.conftest import serve
-from tests.service.test_bundle import _manifest, _rehash, _write_manifest
 
 TOKEN = "test-admin-token-0123456789"  # noqa: S105 (a test secret)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -54,6 +54,22 @@ def index_count_off(bundle: Path) -> None:
     _rehash(bundle, "items.faiss")
 
 
+def truncated_npy(bundle: Path) -> None:
+    """A mapped file cut short, with a manifest that agrees: the array header no longer fits."""
+    path = bundle / "item_embeddings.npy"
+    path.write_bytes(path.read_bytes()[:-64])
+    _rehash(bundle, "item_embeddings.npy")
+
+
+def ids_count_off(bundle: Path) -> None:
+    """One item id fewer than the index holds vectors."""
+    offsets = np.load(bundle / "item_ids.offsets.npy")
+    np.save(bundle / "item_ids.offsets.npy", offsets[:-1], allow_pickle=False)
+    np.save(bundle / "item_ids.npy", np.load(bundle / "item_ids.npy")[: offsets[-2]])
+    for name in ("item_ids.npy", "item_ids.offsets.npy"):
+        _rehash(bundle, name)
+
+
 def missing_file(bundle: Path) -> None:
     (bundle / "popularity.json").unlink()
 
@@ -75,10 +91,10 @@ def external_data(bundle: Path) -> None:
 
 
 def symlink_out(bundle: Path) -> None:
-    outside = bundle.parent / "elsewhere.json"
-    shutil.copyfile(bundle / "items.json", outside)
-    (bundle / "items.json").unlink()
-    (bundle / "items.json").symlink_to(outside)
+    outside = bundle.parent / "elsewhere.npy"
+    shutil.copyfile(bundle / "item_titles.npy", outside)
+    (bundle / "item_titles.npy").unlink()
+    (bundle / "item_titles.npy").symlink_to(outside)
 
 
 def unknown_field(bundle: Path) -> None:
@@ -98,6 +114,8 @@ FAULTS: dict[str, tuple[Callable[[Path], None], str]] = {
     "flipped_byte": (flipped_byte, "items.faiss: sha256 mismatch"),
     "wrong_dimension": (wrong_dimension, "embedding_dim"),
     "index_count": (index_count_off, "vectors"),
+    "truncated_npy": (truncated_npy, "item_embeddings.npy: not a plain .npy array"),
+    "ids_count": (ids_count_off, "item_ids / item_titles / item_genres do not hold"),
     "missing_file": (missing_file, "popularity.json: listed in the manifest but missing"),
     "external_data": (external_data, "user_tower.onnx: ONNX model references external data"),
     "symlink": (symlink_out, "leaves the bundle"),
