@@ -22,6 +22,7 @@ from typing import Any
 
 import faiss
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 from torch import Tensor, nn
@@ -36,6 +37,7 @@ FORMAT_VERSION = 2
 OPSET = 17
 PARITY_TOLERANCE = 1e-5
 POPULARITY_SIZE = 1000
+EXTERNAL_DATA_BYTES = 1 << 20
 
 
 class ExportError(Exception):
@@ -82,6 +84,28 @@ def _onnx_bytes(
             dynamo=False,
         )
     return buffer.getvalue()
+
+
+def write_onnx(
+    directory: Path, name: str, model: bytes, *, threshold: int = EXTERNAL_DATA_BYTES
+) -> None:
+    """`NAME`, with tensors of at least `threshold` bytes in `NAME.data` beside it.
+
+    ONNX Runtime memory-maps external data but copies inline weights into each process: at a
+    million items the item-id table alone is 128 MB (dim 32) per tower per worker, shared once
+    it lives in a file."""
+    proto = onnx.load_from_string(model)
+    if not any(len(t.raw_data) >= threshold for t in proto.graph.initializer):
+        (directory / name).write_bytes(model)
+        return
+    onnx.save_model(
+        proto,
+        str(directory / name),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=f"{name}.data",
+        size_threshold=threshold,
+    )
 
 
 def _check_parity(
@@ -233,8 +257,8 @@ def write_bundle(
     built: BuiltIndex = build_index(embeddings, queries, index_spec)
 
     with atomic_directory(out) as tmp:
-        (tmp / "user_tower.onnx").write_bytes(user_onnx)
-        (tmp / "item_tower.onnx").write_bytes(item_onnx)
+        write_onnx(tmp, "user_tower.onnx", user_onnx)
+        write_onnx(tmp, "item_tower.onnx", item_onnx)
         faiss.write_index(built.index, str(tmp / "items.faiss"))
         np.save(tmp / "item_embeddings.npy", embeddings, allow_pickle=False)
         catalog = write_catalog(tmp, dataset)

@@ -12,6 +12,7 @@ that fails anything raises `BundleError` naming the file, and is never served.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,7 @@ def _encoder(root: Path, manifest: Manifest) -> UserEncoder:
         raise BundleError("user_tower.padding_idx must equal num_items")
     if tower.user_vocab_size != manifest.num_users + 1:
         raise BundleError("user_tower.user_vocab_size must equal num_users + 1")
-    session = _session(root, tower.file)
+    session = _session(root, tower.file, manifest.files.keys())
     check_signature(session, tower.model_dump(), "user_tower")
     shapes = {d.get("name"): d.get("shape") for d in tower.inputs + tower.outputs}
     if shapes.get("history") != ["batch", tower.history_length]:
@@ -151,10 +152,10 @@ def _encoder(root: Path, manifest: Manifest) -> UserEncoder:
     )
 
 
-def _session(root: Path, name: str) -> Any:
+def _session(root: Path, name: str, listed: Collection[str]) -> Any:
     """An ONNX session on a verified file; a refusal names the file it came from."""
     try:
-        return open_session((root / name).read_bytes())
+        return open_session(root / name, listed)
     except BundleError as exc:
         raise BundleError(f"{name}: {exc.message}") from exc
 
@@ -177,7 +178,7 @@ def load_bundle(path: Path, *, exact_max_rows: int = DEFAULT_EXACT_MAX_ROWS) -> 
     catalog = load_catalog(root, manifest, lambda name: _npy(root, name))
     encoder = _encoder(root, manifest)
     index = _index(root, manifest)
-    item_tower = _session(root, manifest.item_tower.file)
+    item_tower = _session(root, manifest.item_tower.file, manifest.files.keys())
     check_signature(item_tower, manifest.item_tower.model_dump(), "item_tower")
     del item_tower  # verified only: serving needs the index, not the item tower
     return Bundle(

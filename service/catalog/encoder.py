@@ -1,27 +1,33 @@
 """The ONNX user tower: one single-threaded session per bundle, signature checked at load.
 
-Sessions are built from the bytes whose sha256 was verified (never re-read from disk), with one
-intra-op thread: a request encodes one user, and parallelism comes from workers, not threads.
+Sessions are built from verified files, with one intra-op thread: a request encodes one user,
+and parallelism comes from workers, not threads. A tower whose weights live in an external data
+file (large catalogs) is opened by path, so ONNX Runtime memory-maps those weights and every
+worker shares them; the file must be one the manifest lists (service/catalog/onnx_guard.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from service.catalog.onnx_guard import reject_external_data
+from service.catalog.onnx_guard import check_external_data, external_files
 from service.errors import BundleError
 
 Vector = npt.NDArray[np.float32]
 _ORT_DTYPES = {"int64": "tensor(int64)", "float32": "tensor(float)"}
 
 
-def open_session(model: bytes) -> ort.InferenceSession:
-    reject_external_data(model)
+def open_session(path: Path, listed: Collection[str] = ()) -> ort.InferenceSession:
+    """A session on the model at `path`; external data only in files named in `listed`."""
+    model = path.read_bytes()
+    check_external_data(model, listed)
+    source: str | bytes = str(path) if external_files(model) else model
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
@@ -29,7 +35,7 @@ def open_session(model: bytes) -> ort.InferenceSession:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     try:
-        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise BundleError(f"ONNX Runtime cannot load the model: {exc}") from exc
 

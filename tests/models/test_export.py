@@ -57,7 +57,9 @@ def bundle(
 
 def test_bundle_holds_exactly_the_contract_files(bundle: Path) -> None:
     names = {p.name for p in bundle.iterdir()}
-    assert names == {
+    external = {n for n in names if n.endswith(".onnx.data")}  # tensors of 1 MB and more
+    assert external == {"item_tower.onnx.data"}  # the title-token table; the ids are few here
+    assert names - external == {
         "manifest.json",
         "user_tower.onnx",
         "item_tower.onnx",

@@ -6,9 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.export import write_onnx
 from service.catalog.bundle import load_bundle
 from service.catalog.encoder import check_signature, open_session
 from service.errors import BundleError
+from tests.service.catalog.test_bundle import _manifest, _rehash, _write_manifest
 
 
 def test_history_is_right_aligned_and_truncated_to_the_most_recent(bundle_dir: Path) -> None:
@@ -23,7 +25,7 @@ def test_history_is_right_aligned_and_truncated_to_the_most_recent(bundle_dir: P
 
 
 def test_signature_mismatches_are_named(bundle_dir: Path) -> None:
-    session = open_session((bundle_dir / "user_tower.onnx").read_bytes())
+    session = open_session(bundle_dir / "user_tower.onnx")
     dim = json.loads((bundle_dir / "manifest.json").read_text())["embedding_dim"]
     good = {
         "inputs": [{"name": i.name, "dtype": "int64", "shape": ["batch"] * len(i.shape)}
@@ -42,6 +44,25 @@ def test_signature_mismatches_are_named(bundle_dir: Path) -> None:
         check_signature(session, wrong_rank, "user_tower")
 
 
-def test_garbage_is_not_a_model() -> None:
+def test_garbage_is_not_a_model(tmp_path: Path) -> None:
+    (tmp_path / "garbage.onnx").write_bytes(b"\x08\x07garbage")
     with pytest.raises(BundleError):
-        open_session(b"\x08\x07garbage")
+        open_session(tmp_path / "garbage.onnx")
+
+
+def test_a_tower_with_external_weights_loads_and_encodes_the_same(bundle_copy: Path) -> None:
+    """Large towers keep their weights in NAME.data (mapped by ONNX Runtime, shared by workers)."""
+    before = load_bundle(bundle_copy).encoder.encode(1, [0, 1, 2])
+    model = (bundle_copy / "user_tower.onnx").read_bytes()
+    (bundle_copy / "user_tower.onnx").unlink()
+    write_onnx(bundle_copy, "user_tower.onnx", model, threshold=256)
+    assert (bundle_copy / "user_tower.onnx.data").stat().st_size > 0
+    for name in ("user_tower.onnx", "user_tower.onnx.data"):
+        _rehash(bundle_copy, name)
+    after = load_bundle(bundle_copy).encoder.encode(1, [0, 1, 2])
+    np.testing.assert_allclose(after, before, atol=1e-6)
+    manifest = _manifest(bundle_copy)
+    del manifest["files"]["user_tower.onnx.data"]
+    _write_manifest(bundle_copy, manifest)
+    with pytest.raises(BundleError, match="not a file the manifest lists"):
+        load_bundle(bundle_copy)
