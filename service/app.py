@@ -74,6 +74,7 @@ def create_app(settings: Settings) -> FastAPI:
             experiments=settings.experiments,
             bundle=settings.bundle,
             default_overfetch=settings.overfetch_factor,
+            exact_max_rows=settings.exact_scan_max_rows,
         )
         exposures = open_exposure_log(settings)
         app.state.tracker = ExperimentTracker(exposures)

@@ -25,7 +25,7 @@ import numpy as np
 from service import metrics
 from service.arms import Arm, ArmTable
 from service.catalog.bundle import Bundle, load_bundle
-from service.catalog.retriever import SearchSettings
+from service.catalog.retriever import DEFAULT_EXACT_MAX_ROWS, SearchSettings
 from service.errors import BundleError, RequestError
 from service.experiments import (
     ArmConfig,
@@ -99,9 +99,9 @@ def warm_up(arm: Arm) -> None:
         raise BundleError("warm-up: the index returned no items or non-finite scores")
 
 
-def _load(path: Path) -> Bundle:
+def _load(path: Path, exact_max_rows: int) -> Bundle:
     try:
-        return load_bundle(path)
+        return load_bundle(path, exact_max_rows=exact_max_rows)
     except BundleError as error:
         raise BundleError(f"bundle {path}: {error.message}") from error
 
@@ -110,6 +110,7 @@ async def build_router(
     config: ExperimentConfig,
     *,
     default_overfetch: float,
+    exact_max_rows: int = DEFAULT_EXACT_MAX_ROWS,
     keep: Mapping[Path, Bundle] | None = None,
 ) -> tuple[ExperimentRouter, tuple[str, ...]]:
     """Load (or `keep`) each distinct bundle once, build and warm up every arm."""
@@ -117,7 +118,9 @@ async def build_router(
     loaded = []
     for arm_config in config.arms:
         if arm_config.bundle not in bundles:
-            bundles[arm_config.bundle] = await asyncio.to_thread(_load, arm_config.bundle)
+            bundles[arm_config.bundle] = await asyncio.to_thread(
+                _load, arm_config.bundle, exact_max_rows
+            )
             loaded.append(str(arm_config.bundle))
     arms = {
         arm.name: Arm(
@@ -159,8 +162,10 @@ class Reloader:
         experiments: Path | None,
         bundle: Path | None,
         default_overfetch: float,
+        exact_max_rows: int = DEFAULT_EXACT_MAX_ROWS,
     ) -> None:
         self._table = table
+        self._exact_max_rows = exact_max_rows
         self._experiments = experiments
         self._bundle = bundle
         self._overfetch = default_overfetch
@@ -245,7 +250,10 @@ class Reloader:
             else:
                 config, keep = self._one_arm(arm, bundle)
             router, loaded = await build_router(
-                config, default_overfetch=self._overfetch, keep=keep
+                config,
+                default_overfetch=self._overfetch,
+                exact_max_rows=self._exact_max_rows,
+                keep=keep,
             )
         except (BundleError, ExperimentConfigError) as error:
             self.last_error = error.message

@@ -24,6 +24,18 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
+    worker_healthcheck_seconds: float = Field(
+        default=30.0,
+        ge=0.05,
+        le=3_600,
+        description="uvicorn's supervisor restarts a worker that does not answer its ping in this.",
+    )
+    exact_scan_max_rows: int = Field(
+        default=20_000,
+        ge=0,
+        le=10_000_000,
+        description="A filter leaving at most this many rows is scored exactly, not by the index.",
+    )
     log_level: str = Field(default="info", pattern="^(critical|error|warning|info|debug)$")
 
     redis_timeout_ms: int = Field(default=50, ge=1, le=5_000)
