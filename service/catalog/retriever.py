@@ -191,7 +191,7 @@ class Retriever:
         want = min(want, len(candidates))
         scores = np.empty((1, want), dtype=np.float32)
         rows = np.empty((1, want), dtype=np.int64)
-        faiss.knn_inner_products_by_idx(
+        faiss.knn_inner_products_by_idx(  # type: ignore[attr-defined]
             faiss.swig_ptr(np.ascontiguousarray(query, dtype=np.float32)),
             faiss.swig_ptr(self._embeddings),
             faiss.swig_ptr(candidates),
