@@ -51,6 +51,18 @@ loadtest: install
 	mkdir -p reports/tmp/loadtest && $(BIN)/locust -f loadtest/locustfile.py --headless --host $(LOADTEST_HOST) --bundle $(BUNDLE) -u 20 -r 5 -t 60s --max-requests 200000 --max-p99-ms 250 --csv reports/tmp/loadtest/run --only-summary
 bench: $(BUNDLE)/manifest.json ops-tools redis
 	$(BIN)/python bench/run.py --bundle $(BUNDLE) --out bench/results --readme README.md
+# A million synthetic items x 20,000 users: built once (minutes), then reused.
+SCALE_ITEMS ?= 1000000
+SCALE_USERS ?= 20000
+SCALE_DATA ?= data/synth-$(SCALE_ITEMS)
+SCALE_BUNDLE ?= bundles/synth-$(SCALE_ITEMS)
+$(SCALE_DATA)/interactions.parquet: | install
+	$(BIN)/python -m models synth --items $(SCALE_ITEMS) --users $(SCALE_USERS) --out $(SCALE_DATA)
+$(SCALE_BUNDLE)/manifest.json: $(SCALE_DATA)/interactions.parquet
+	$(BIN)/python -m models build --dataset synth --data-dir $(SCALE_DATA) --out $(SCALE_BUNDLE) --no-baselines
+.PHONY: bench-scale
+bench-scale: $(SCALE_BUNDLE)/manifest.json ops-tools redis
+	$(BIN)/python bench/run.py --scale --bundle $(SCALE_BUNDLE) --out bench/results --readme README.md
 bench-miss: $(BUNDLE)/manifest.json redis
 	$(BIN)/python bench/miss_path.py --bundle $(BUNDLE)
 

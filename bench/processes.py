@@ -142,3 +142,30 @@ def rss_mb(pid: int) -> float:
             for task in Path(f"/proc/{p}/task").iterdir():
                 stack += [int(c) for c in (task / "children").read_text().split()]
     return total_kb / 1024
+
+
+def _tree(pid: int) -> list[int]:
+    pids, stack = [], [pid]
+    while stack:
+        p = stack.pop()
+        with contextlib.suppress(OSError, ValueError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+            pids.append(p)
+    return pids
+
+
+def memory_mb(pid: int) -> dict[int, dict[str, float]]:
+    """RSS and PSS of a process and each descendant, from /proc/<pid>/smaps_rollup.
+
+    PSS charges a shared page to each of its N mappers by 1/N: the sum over processes is what
+    the machine really holds, so it is the figure that shows workers sharing mapped files."""
+    out: dict[int, dict[str, float]] = {}
+    for p in _tree(pid):
+        with contextlib.suppress(OSError, ValueError):
+            fields = {}
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines()[1:]:
+                key, value = line.split(":", 1)
+                fields[key] = int(value.split()[0]) / 1024
+            out[p] = {"rss": round(fields["Rss"], 1), "pss": round(fields["Pss"], 1)}
+    return out

@@ -16,6 +16,9 @@ SCENARIOS = {
     "retrieve": "POST /v1/retrieve, by item or by history",
     "similar": "GET /v1/items/{id}/similar",
     "events": "POST /v1/events, one event",
+    "recommend_search": "POST /v1/recommend, warm users, one random exclusion (search every time)",
+    "recommend_filter10": "POST /v1/recommend, as above + a genre held by ~10% of items",
+    "recommend_filter1": "POST /v1/recommend, as above + a genre held by ~1% of items",
 }
 
 
@@ -82,25 +85,60 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["", f"recommend (warm) / hello-world throughput: **{result['ratio']:.2f}**."]
     if result.get("service_rss_mb"):
         lines.append(f"Service RSS after the run: {result['service_rss_mb']:.0f} MB.")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _scale_lines(result)) + "\n"
 
 
-def write(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+def _scale_lines(result: dict[str, Any]) -> list[str]:
+    lines = []
+    if result.get("ready_s") is not None:
+        lines.append(
+            f"Time to ready (process start to /readyz 200, the benchmarked service): "
+            f"{result['ready_s']:.1f} s."
+        )
+    filters = [
+        f"{name}: `{f['genre']}`, {100 * f['selectivity']:.1f}% of items"
+        for name, f in (result.get("filters") or {}).items()
+        if name in result["scenarios"]
+    ]
+    if filters:
+        lines.append("Filters: " + "; ".join(filters) + ".")
+    memory = result.get("memory")
+    if memory:
+        one, two = memory["one_worker"], memory["two_workers"]
+        lines += [
+            "",
+            "| workers | RSS MB (sum) | PSS MB (sum) | max worker RSS MB | ready s |",
+            "|---:|---:|---:|---:|---:|",
+            f"| 1 | {one['rss_mb']:,.0f} | {one['pss_mb']:,.0f} | {one['max_worker_rss_mb']:,.0f} "
+            f"| {one['ready_s']:.1f} |",
+            f"| 2 | {two['rss_mb']:,.0f} | {two['pss_mb']:,.0f} | {two['max_worker_rss_mb']:,.0f} "
+            f"| {two['ready_s']:.1f} |",
+            "",
+            f"Two workers / one worker, PSS: **{two['pss_mb'] / one['pss_mb']:.2f}×**.",
+        ]
+    reload = result.get("reload_under_load")
+    if reload:
+        lines.append(
+            f"Reload under load (recommend_search): reload answered {reload['status']} in "
+            f"{reload['reload_s']:.1f} s; {reload['requests']:,} requests, "
+            f"{reload['failed']} failed, p99 {reload['p99_ms']:.2f} ms."
+        )
+    return lines
+
+
+def write(result: dict[str, Any], out_dir: Path, name: str = "latest") -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    js, md = out_dir / "latest.json", out_dir / "latest.md"
+    js, md = out_dir / f"{name}.json", out_dir / f"{name}.md"
     js.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     md.write_text(markdown(result), encoding="utf-8")
     return js, md
 
 
-README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
-
-
-def update_readme(readme: Path, table: str) -> bool:
-    """Put `table` between the README's bench markers; False when the markers are missing."""
+def update_readme(readme: Path, table: str, marker: str = "bench") -> bool:
+    """Put `table` between the README's `marker` comments; False when they are missing."""
     text = readme.read_text(encoding="utf-8")
-    head, start, rest = text.partition(README_START)
-    _, end, tail = rest.partition(README_END)
+    head, start, rest = text.partition(f"<!-- {marker}:start -->")
+    _, end, tail = rest.partition(f"<!-- {marker}:end -->")
     if not start or not end:
         return False
     readme.write_text(f"{head}{start}\n{table.strip()}\n{end}{tail}", encoding="utf-8")

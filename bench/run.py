@@ -19,12 +19,14 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import report
+import scale
 import scrape
 import wrk
 from processes import (
@@ -42,6 +44,7 @@ from processes import (
 from service.catalog.columns import read_strings
 
 BENCH_DIR = Path(__file__).resolve().parent
+ADMIN_TOKEN = "duet-bench-admin-token-0123456789"  # noqa: S105 (throwaway loopback service)
 SCENARIO_ORDER = (
     "hello",
     "recommend_warm",
@@ -49,10 +52,16 @@ SCENARIO_ORDER = (
     "recommend_cold",
     "retrieve",
     "similar",
+    "recommend_search",
+    "recommend_filter10",
+    "recommend_filter1",
     # Last: events change users' histories, which drops their cached embeddings.
     "events",
 )
-PACED = ("hello", "recommend_warm")
+PACED = ("hello", "recommend_warm", "recommend_search")
+SCALE_SCENARIOS = (
+    "hello,recommend_warm,recommend_search,recommend_filter10,recommend_filter1,retrieve"
+)
 # Served the way service/__main__.py serves Duet, so the ratio compares the apps, not servers.
 HELLO_FLAGS = ["--host", LOOPBACK, "--workers", "1", "--loop", "uvloop", "--http", "httptools"]
 HELLO_FLAGS += ["--no-access-log", "--log-level", "warning"]
@@ -71,7 +80,15 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scenarios", default=",".join(SCENARIO_ORDER), help="comma-separated")
     p.add_argument("--no-paced", action="store_true", help="skip the half-throughput runs")
     p.add_argument("--ready-timeout", type=float, default=180.0, help="seconds to wait for ready")
+    p.add_argument(
+        "--scale",
+        action="store_true",
+        help="large-catalog run: search-every-time and filtered scenarios, memory of one and two "
+        f"workers, time to ready, a reload under load (scenarios default to {SCALE_SCENARIOS})",
+    )
     args = p.parse_args(argv)
+    if args.scale and args.scenarios == ",".join(SCENARIO_ORDER):
+        args.scenarios = SCALE_SCENARIOS
     unknown = set(args.scenarios.split(",")) - set(SCENARIO_ORDER)
     if unknown:
         p.error(f"unknown scenarios {sorted(unknown)}; known: {', '.join(SCENARIO_ORDER)}")
@@ -90,7 +107,8 @@ def _load_bundle(bundle: Path, tmp: Path) -> tuple[dict[str, Any], list[str], di
             f"{bundle} is not a readable Duet bundle ({e}); build one with "
             f"`make {bundle}/manifest.json` or `python -m models build`"
         ) from e
-    ordered = list(dict.fromkeys([p for p in popular if p in set(items)] + items))
+    known = set(items)
+    ordered = list(dict.fromkeys([p for p in popular if p in known] + items))
     (tmp / "users.txt").write_text("\n".join(users) + "\n", encoding="utf-8")
     (tmp / "items.txt").write_text("\n".join(ordered) + "\n", encoding="utf-8")
     files = {"DUET_BENCH_USERS": str(tmp / "users.txt"), "DUET_BENCH_ITEMS": str(tmp / "items.txt")}
@@ -147,6 +165,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="duet-bench-")))
         manifest, users, env = _load_bundle(args.bundle, tmp)
+        genres, selectivity = scale.genre_filters(args.bundle)
+        env.update(genres)
         redis, redis_url = start_redis(tmp)
         stack.callback(redis.stop)
         service_port, hello_port = free_port(), free_port()
@@ -157,7 +177,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             "DUET_PORT": str(service_port),
             "DUET_WORKERS": "1",
             "DUET_LOG_LEVEL": "warning",
+            "DUET_ADMIN_TOKEN": ADMIN_TOKEN,
         }
+        launched = time.monotonic()
         service = start("service", [sys.executable, "-m", "service"], tmp, env=service_env)
         stack.callback(service.stop)
         hello_argv = [sys.executable, "-m", "uvicorn", "hello_app:app", "--app-dir"]
@@ -169,6 +191,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             "hello": (hello, f"http://{LOOPBACK}:{hello_port}"),
         }
         wait_http(service, children["service"][1] + "/readyz", args.ready_timeout)
+        ready_s = time.monotonic() - launched
         wait_http(hello, children["hello"][1] + "/hello", args.ready_timeout)
         try:
             measured = _measure(args, users, env, children)
@@ -178,6 +201,18 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             )
             raise BenchError(f"{e}\n{logs}") from e
         service_rss = rss_mb(service.popen.pid)
+        extra: dict[str, Any] = {"ready_s": round(ready_s, 2), "filters": selectivity}
+        if args.scale:
+            extra.update(
+                _scale(
+                    args,
+                    env=env,
+                    service_env=service_env,
+                    tmp=tmp,
+                    base=children["service"][1],
+                    service=service,
+                )
+            )
     redis_version = subprocess.run(  # noqa: S603 (fixed argv)
         [require_tool("redis-server", "apt-get install -y redis-server"), "--version"],
         capture_output=True,
@@ -206,7 +241,37 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         **measured,
         "ratio": round(warm_rps / hello_rps, 3) if hello_rps and warm_rps else None,
         "service_rss_mb": round(service_rss, 1),
+        **extra,
     }
+
+
+def _scale(
+    args: argparse.Namespace,
+    *,
+    env: dict[str, str],
+    service_env: dict[str, str],
+    tmp: Path,
+    base: str,
+    service: Child,
+) -> dict[str, Any]:
+    """A reload under load on the benchmarked service; then, with it stopped, fresh services of
+    one and of two workers measured after the same search traffic."""
+    run = {"threads": args.threads, "connections": args.connections, "env": env}
+    reload = scale.reload_under_load(base, ADMIN_TOKEN, run, max(20.0, 2 * args.duration))
+    print(f"duet-bench: reload under load: {reload}", flush=True)
+    service.stop()
+    memory = {}
+    for workers, key in ((1, "one_worker"), (2, "two_workers")):
+        memory[key] = scale.fresh_service(
+            workers,
+            service_env=service_env,
+            tmp=tmp,
+            run=run,
+            duration_s=args.duration,
+            ready_timeout_s=args.ready_timeout,
+        )
+        print(f"duet-bench: {workers} worker(s): {memory[key]}", flush=True)
+    return {"memory": memory, "reload_under_load": reload}
 
 
 def _measure(
@@ -257,14 +322,17 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as e:
         print(f"duet-bench: FAILED: {e}", file=sys.stderr)
         return 1
-    js, md = report.write(result, args.out)
+    js, md = report.write(result, args.out, "latest-scale" if args.scale else "latest")
     print(report.markdown(result))
     print(f"duet-bench: wrote {js} and {md}")
-    if args.readme is not None and report.update_readme(args.readme, md.read_text("utf-8")):
+    marker = "bench-scale" if args.scale else "bench"
+    if args.readme is not None and report.update_readme(args.readme, md.read_text("utf-8"), marker):
         print(f"duet-bench: updated the table in {args.readme}")
     if result["ratio"] is not None:
         print(f"duet-bench: recommend/hello-world ratio = {result['ratio']:.2f}")
     runs = {**result["scenarios"], **{f"{k} (paced)": v for k, v in result["paced"].items()}}
+    if result.get("reload_under_load"):
+        runs["reload under load"] = result["reload_under_load"]
     failed = {name: r["errors"] for name, r in runs.items() if r["failed"]}
     for name, errors in failed.items():
         print(f"duet-bench: FAILED: {name} had failed requests: {errors}", file=sys.stderr)

@@ -74,6 +74,16 @@ function M.event_requests(users, items)  -- a view or click by a known user, pop
   end)
 end
 
+-- A warm known user with one random excluded item (defeats the page memo), and a genre filter
+-- when `genre` is given: the search runs every time.
+function M.search_requests(users, items, genre)
+  local filters = genre and (', "filters": {"genres_any": [' .. M.quote(genre) .. ']}') or ""
+  return M.pool(4 * #users, function(i)
+    return M.post("/v1/recommend", '{"user_id": ' .. M.quote(users[(i - 1) % #users + 1]) ..
+      ', "k": 10, "exclude_item_ids": [' .. M.quote(M.pick(items)) .. ']' .. filters .. '}')
+  end)
+end
+
 function M.new_user_request(user, items)  -- a user never seen before, 10-item session history
   return M.post("/v1/recommend", '{"user_id": ' .. M.quote(user) .. ', "k": 10, ' ..
     '"history": ' .. M.id_list(items, 10) .. '}')

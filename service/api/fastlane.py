@@ -1,31 +1,89 @@
-"""A pure-ASGI lane for `POST /v1/recommend`, the one route on every page view.
+"""A pure-ASGI lane for the hot read routes: recommend, retrieve and similar.
 
 FastAPI's per-request machinery (request object, dependency solving, body parsing, response
 validation layers) costs more CPU than a memoised recommend itself: measured on this project's
 2-core box, a bare ASGI endpoint validating the same pydantic body answered 14.3k req/s against
-4.9k for the FastAPI route. This lane does only what the route does: one pydantic
-`model_validate_json`, the same `recommend_one` call, orjson out. Anything unusual (another
-content type, a body that does not validate) is replayed, byte for byte, into the FastAPI app,
-so error answers and the OpenAPI contract stay exactly FastAPI's. Errors raised while serving
-go through the app's one error mapping.
+4.9k for the FastAPI route. This lane does only what each route does: one pydantic validation,
+the same `*_one` call as the route, orjson out. Anything unusual (another content type, a body
+or a query string that does not validate, an unexpected parameter) is replayed, byte for byte,
+into the FastAPI app, so error answers and the OpenAPI contract stay exactly FastAPI's. Errors
+raised while serving go through the app's one error mapping.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.recommend import PATH, recommend_one, router
+from service.api import items, recommend
 from service.api.responses import error_response
-from service.api.schemas import RecommendRequest
+from service.api.schemas import Id, K, RecommendRequest, RetrieveRequest
 from service.errors import DuetError
 
 _JSON = b"application/json"
-_ROUTE: Any = next(r for r in router.routes if getattr(r, "path", None) == PATH)
+_SIMILAR_PREFIX, _SIMILAR_SUFFIX = "/v1/items/", "/similar"
+_ID: TypeAdapter[str] = TypeAdapter(Id)
+_K: TypeAdapter[int] = TypeAdapter(K)
+
+
+def _route(router: Any, path: str) -> Any:
+    return next(r for r in router.routes if getattr(r, "path", None) == path)
+
+
+async def _recommend(request: Request, body: bytes) -> object | None:
+    try:
+        query = RecommendRequest.model_validate_json(body)
+    except ValidationError:
+        return None
+    return await recommend.recommend_one(request, query)
+
+
+def _retrieve(request: Request, body: bytes) -> object | None:
+    try:
+        query = RetrieveRequest.model_validate_json(body)
+    except ValidationError:
+        return None
+    return items.retrieve_one(request, query)
+
+
+def _similar(request: Request, _: bytes) -> object | None:
+    scope = request.scope
+    raw_id = scope["path"][len(_SIMILAR_PREFIX) : -len(_SIMILAR_SUFFIX)]  # already decoded
+    params = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+    if "/" in raw_id or any(name != "k" for name, _ in params) or len(params) > 1:
+        return None
+    try:
+        item_id = _ID.validate_python(raw_id)
+        k = _K.validate_python(params[0][1]) if params else 10
+    except ValidationError:
+        return None
+    return items.similar_one(request, item_id, k)
+
+
+# (method, path) -> (route, handler); similar's path holds the item id, so it is matched by shape
+_LANES: dict[tuple[str, str], tuple[Any, Any]] = {
+    ("POST", recommend.PATH): (_route(recommend.router, recommend.PATH), _recommend),
+    ("POST", items.RETRIEVE_PATH): (_route(items.router, items.RETRIEVE_PATH), _retrieve),
+}
+_SIMILAR = (_route(items.router, items.SIMILAR_PATH), _similar)
+
+
+def _lane(scope: Scope) -> tuple[Any, Any] | None:
+    if scope["type"] != "http":
+        return None
+    method, path = scope["method"], scope["path"]
+    if method == "GET":
+        if path.startswith(_SIMILAR_PREFIX) and path.endswith(_SIMILAR_SUFFIX):
+            return _SIMILAR
+        return None
+    lane = _LANES.get((method, path))
+    return lane if lane is not None and _is_json(scope) else None
 
 
 class FastLane:
@@ -33,25 +91,22 @@ class FastLane:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["path"] != PATH
-            or scope["method"] != "POST"
-            or not _is_json(scope)
-        ):
+        lane = _lane(scope)
+        if lane is None:
             await self.app(scope, receive, send)
             return
-        scope["route"] = _ROUTE  # what the router would have set: metrics label by it
+        route, handler = lane
+        scope["route"] = route  # what the router would have set: metrics label by it
         try:
-            body = await _read_body(receive)
-            try:
-                query = RecommendRequest.model_validate_json(body)
-            except ValidationError:
-                await self.app(scope, _replay(body, receive), send)  # FastAPI's own 422
+            body = await _read_body(receive) if scope["method"] == "POST" else b""
+            result = handler(Request(scope, receive), body)
+            if isinstance(result, Awaitable):
+                result = await result
+            if result is None:  # did not validate: FastAPI's own answer (422 and friends)
+                await self.app(scope, _replay(body, receive), send)
                 return
-            result = await recommend_one(Request(scope, receive), query)
         except DuetError as exc:
-            await error_response(exc, "POST", PATH)(scope, receive, send)
+            await error_response(exc, scope["method"], route.path)(scope, receive, send)
             return
         payload = orjson.dumps(result)
         await send(

@@ -18,7 +18,10 @@ from service.api.schemas import (
     RetrieveRequest,
     RetrieveResponse,
 )
+from service.recommender import Retrieval
 
+RETRIEVE_PATH = "/v1/retrieve"
+SIMILAR_PATH = "/v1/items/{item_id}/similar"
 router = APIRouter(
     prefix="/v1", tags=["retrieve"], responses=COMMON_RESPONSES, route_class=BodyErrorsAreInput
 )
@@ -34,6 +37,11 @@ def _json(content: object) -> Response:
     responses={404: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
 )
 async def retrieve(body: RetrieveRequest, request: Request) -> Response:
+    return _json(retrieve_one(request, body))
+
+
+def retrieve_one(request: Request, body: RetrieveRequest) -> Retrieval:
+    """The route's work, shared with the fast lane (`fastlane.py`) that serves it first."""
     ctx = serving(request)
     service, arm = ctx.recommender, ctx.router.default
     tag_arm(request, arm.name)
@@ -53,7 +61,7 @@ async def retrieve(body: RetrieveRequest, request: Request) -> Response:
             arm, history=body.history or [], k=body.k, request_id=request_id,
             item_filter=body.item_filter,
         )  # fmt: skip
-    return _json(result)
+    return result
 
 
 @router.get(
@@ -66,7 +74,11 @@ async def similar(
     request: Request,
     k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
 ) -> Response:
+    return _json(similar_one(request, item_id, k))
+
+
+def similar_one(request: Request, item_id: str, k: int) -> Retrieval:
     ctx = serving(request)
     arm = ctx.router.default
     tag_arm(request, arm.name)
-    return _json(ctx.recommender.similar(arm, item_id=item_id, k=k, request_id=uuid.uuid4().hex))
+    return ctx.recommender.similar(arm, item_id=item_id, k=k, request_id=uuid.uuid4().hex)

@@ -1,4 +1,4 @@
-"""The fast lane for POST /v1/recommend answers exactly as the FastAPI route does."""
+"""The fast lane (recommend, retrieve, similar) answers exactly as the FastAPI routes do."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from pathlib import Path
 import httpx
 
 from service.settings import Settings
-from tests.service.api.helpers import metric, users
+from tests.service.api.helpers import items, metric, users
 from tests.service.conftest import serve
 
+JSON, VENDOR = "application/json", "application/vnd.duet+json"
 ROUTE = {"route": "/v1/recommend", "method": "POST", "status": "200", "arm": "default"}
 
 
@@ -67,3 +68,39 @@ async def test_an_event_retires_the_memoised_page(
     after = (await client.post("/v1/recommend", json={"user_id": user, "k": 5})).json()
     assert clicked not in {item["item_id"] for item in after["items"]}
     assert len(after["items"]) == 5
+
+
+async def test_retrieve_and_similar_lanes_match_their_routes(
+    client: httpx.AsyncClient, bundle_dir: Path
+) -> None:
+    item = items(bundle_dir)[3]["item_id"]
+    body = b'{"item_id": "%s", "k": 5, "filters": {"year_min": 1900}}' % item.encode()
+    lane = await client.post("/v1/retrieve", content=body, headers={"content-type": JSON})
+    route = await client.post("/v1/retrieve", content=body, headers={"content-type": VENDOR})
+    assert lane.status_code == route.status_code == 200
+    assert lane.json()["items"] == route.json()["items"] and len(lane.json()["items"]) == 5
+    # an extra query parameter leaves the lane: FastAPI ignores it and answers itself
+    fast = await client.get(f"/v1/items/{item}/similar?k=4")
+    slow = await client.get(f"/v1/items/{item}/similar?k=4&via=fastapi")
+    assert fast.status_code == slow.status_code == 200
+    assert fast.json()["items"] == slow.json()["items"] and len(fast.json()["items"]) == 4
+    before = (await client.get("/metrics")).text
+    await client.get(f"/v1/items/{item}/similar")
+    after = (await client.get("/metrics")).text
+    labels = {"route": "/v1/items/{item_id}/similar", "method": "GET", "status": "200"}
+    name = "duet_http_requests_total"
+    assert (
+        metric(after, name, **labels, arm="default") - metric(before, name, **labels, arm="default")
+        == 1
+    )
+
+
+async def test_similar_lane_errors_are_the_routes(client: httpx.AsyncClient) -> None:
+    bad_k = await client.get("/v1/items/1/similar?k=0")
+    assert bad_k.status_code == 422 and bad_k.json()["error"]["field"] == "k"
+    unknown = await client.get("/v1/items/no-such-item/similar")
+    assert unknown.status_code == 404 and unknown.json()["error"]["field"] == "item_id"
+    retrieve = await client.post(
+        "/v1/retrieve", content=b'{"k": 3}', headers={"content-type": JSON}
+    )
+    assert retrieve.status_code == 422
