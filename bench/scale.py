@@ -65,7 +65,8 @@ def fresh_service(
     between every process that maps it), measured after `duration_s` of search traffic."""
     port = free_port()
     env = {**service_env, "DUET_PORT": str(port), "DUET_WORKERS": str(workers)}
-    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp / f"metrics-{workers}w")
+    if workers > 1:  # python -m service creates it (one worker keeps metrics in memory)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp / f"metrics-{workers}w")
     child = start(f"service-{workers}w", [sys.executable, "-m", "service"], tmp, env=env)
     try:
         started = time.monotonic()

@@ -45,11 +45,12 @@ class ItemTower(nn.Module):
         dim = config.dim
         self.num_items = num_items
         self.id_dropout = config.item_id_dropout
-        self.id_embedding = nn.Embedding(num_items + 1, dim)
+        # sparse: a batch's gradient touches its own rows, not a million (SparseAdam in train.py)
+        self.id_embedding = nn.Embedding(num_items + 1, dim, sparse=True)
         self.genres = nn.Linear(num_genres, dim, bias=False)
         self.year = nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, dim))
         # Narrow hashed-token table + projection: the table has 50k rows and is updated every step.
-        self.title = nn.Embedding(title_buckets + 1, config.title_dim, padding_idx=0)
+        self.title = nn.Embedding(title_buckets + 1, config.title_dim, padding_idx=0, sparse=True)
         self.title_proj = nn.Linear(config.title_dim, dim, bias=False)
         nn.init.normal_(self.id_embedding.weight, std=0.1)
         nn.init.normal_(self.title.weight, std=0.1)
@@ -199,10 +200,10 @@ class UserTower(nn.Module):
         self.padding_idx = num_items
         self.id_dropout = config.user_id_dropout
         self.history_length = config.history_length
-        self.user_embedding = nn.Embedding(num_users + 1, dim)
+        self.user_embedding = nn.Embedding(num_users + 1, dim, sparse=True)
         nn.init.normal_(self.user_embedding.weight, std=0.02)
         if item_embedding is None:
-            item_embedding = nn.Embedding(num_items + 1, dim)
+            item_embedding = nn.Embedding(num_items + 1, dim, sparse=True)
             nn.init.normal_(item_embedding.weight, std=0.1)
         self.item_embedding = item_embedding
         self.features = nn.ModuleList(nn.Embedding(c, dim) for c in feature_cardinalities or [])

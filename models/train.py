@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 import torch.nn.functional as F  # noqa: N812
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from models.features import (
@@ -56,6 +56,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     title_hash_buckets: int = TITLE_HASH_BUCKETS
+    eval_users: int = 2_000  # validation/test metrics on this seeded user sample; 0 = every user
 
     @classmethod
     def tiny(cls, **overrides: Any) -> TrainConfig:
@@ -88,6 +89,21 @@ class TrainResult:
     valid_metrics: Metrics
     test_metrics: Metrics
     seconds: float
+
+
+def sample_users(interactions: Interactions, count: int, *, seed: int) -> Interactions:
+    """The interactions of a seeded sample of `count` users (all of them when fewer or 0)."""
+    users = np.unique(interactions.user)
+    if count <= 0 or len(users) <= count:
+        return interactions
+    chosen = np.random.default_rng(seed).choice(users, size=count, replace=False)
+    keep = np.isin(interactions.user, chosen)
+    return Interactions(
+        interactions.user[keep],
+        interactions.item[keep],
+        interactions.timestamp[keep],
+        interactions.weight[keep],
+    )
 
 
 def seed_everything(seed: int, threads: int = 2) -> None:
@@ -159,13 +175,47 @@ class _ItemInputs:
         return out
 
 
-def _log_inclusion(counts: Counts, num_targets: int, num_uniform: int) -> Tensor:
-    """log P(item among the candidates): drawn by some target in the batch or by the sampler."""
-    p = counts / counts.sum()
+def _log_inclusion(counts: Counts, total: float, num_targets: int, uniform: float) -> Tensor:
+    """log P(item among the candidates): drawn by some target in the batch or by the sampler.
+
+    `counts` are the candidates' own (the whole catalog's would cost O(items) per batch)."""
+    p = counts / total
     in_batch = -np.expm1(num_targets * np.log1p(-np.minimum(p, 1 - 1e-9)))
-    uniform = min(1.0, num_uniform / len(counts))
     q = 1 - (1 - in_batch) * (1 - uniform)
     return torch.from_numpy(np.log(np.maximum(q, 1e-12)).astype(np.float32))
+
+
+def _positions(candidates: Tensor, ids: Tensor) -> Tensor:
+    """Column of each id in the sorted `candidates`, -1 where absent: O(batch log candidates),
+    where a dense id -> column table would cost O(items) per batch."""
+    found = torch.searchsorted(candidates, ids).clamp(max=len(candidates) - 1)
+    return torch.where(candidates[found] == ids, found, -1)
+
+
+class Optimizers:
+    """SparseAdam for the embedding tables, AdamW for the rest.
+
+    One dense AdamW over a million-row item table updates (and moves the moments of) every row
+    on every batch; with sparse gradients a batch touches only the rows it used. Weight decay,
+    when set, applies to the dense parameters only (SparseAdam has none)."""
+
+    def __init__(self, model: nn.Module, config: TrainConfig) -> None:
+        tables = [m.weight for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse]
+        ids = {id(p) for p in tables}
+        dense = [p for p in model.parameters() if id(p) not in ids]
+        self._all: list[torch.optim.Optimizer] = [
+            torch.optim.AdamW(dense, lr=config.learning_rate, weight_decay=config.weight_decay)
+        ]
+        if tables:
+            self._all.append(torch.optim.SparseAdam(tables, lr=config.learning_rate))
+
+    def zero_grad(self) -> None:
+        for optimizer in self._all:
+            optimizer.zero_grad()
+
+    def step(self) -> None:
+        for optimizer in self._all:
+            optimizer.step()
 
 
 class Trainer:
@@ -186,6 +236,7 @@ class Trainer:
         )
         self.items = _ItemInputs(self.item_features)
         self.num_items = split.num_items
+        self._total = 1.0  # interactions (+1 per item) of the fit in progress, for logQ
         features = dataset.user_features
         self.user_features: Tensor | None = None
         if features is not None:
@@ -225,31 +276,36 @@ class Trainer:
         users = F.normalize(states[active], dim=-1)
         wanted = targets[active]  # [rows, k]
         num_items = self.num_items
-        if config.num_negatives >= num_items:
+        negatives = config.num_negatives
+        if negatives >= num_items:
             candidates = torch.arange(num_items)
             log_q: Tensor | None = None
         else:
-            sampled = torch.randperm(num_items)[: config.num_negatives]
+            if num_items > 4 * negatives:  # with replacement: randperm would be O(items)
+                sampled = torch.randint(num_items, (negatives,))
+                uniform = -math.expm1(negatives * math.log1p(-1.0 / num_items))
+            else:
+                sampled = torch.randperm(num_items)[:negatives]
+                uniform = negatives / num_items
             candidates = torch.unique(torch.cat([wanted[wanted >= 0], sampled]))
-            log_q = _log_inclusion(counts, int((wanted >= 0).sum()), config.num_negatives)
-            log_q = log_q[candidates]
-        column = torch.full((num_items + 1,), -1, dtype=torch.long)
-        column[candidates] = torch.arange(len(candidates))
-        positives = torch.where(wanted >= 0, column[wanted.clamp(min=0)], -1)
+            log_q = _log_inclusion(
+                counts[candidates.numpy()], self._total, int((wanted >= 0).sum()), uniform
+            )
+        positives = torch.where(wanted >= 0, _positions(candidates, wanted.clamp(min=0)), -1)
         scores = users @ self.items.encode(model, candidates).T
         logits = corrected_logits(
             scores, log_q if config.loss != "auc" else None, config.temperature
         )
         ignore = None
         if config.mask_seen:  # the window's items: the user has them, evaluation excludes them
-            seen = column[inputs]  # [batch, L]; padding maps to -1
+            seen = _positions(candidates, inputs)  # [batch, L]; padding maps to -1
             ignore = seen.unsqueeze(1).expand(-1, inputs.shape[1], -1)[active]
         return LOSSES[config.loss](logits, positives, ignore)
 
     def _epoch(
         self,
         model: TwoTower,
-        optimizer: torch.optim.Optimizer,
+        optimizer: Optimizers,
         windows: Windows,
         *,
         counts: Counts,
@@ -289,12 +345,18 @@ class Trainer:
                 out.append(model.user(idx, hist, feats))
         return torch.cat(out)
 
-    def embed_items(self, model: TwoTower) -> Tensor:
+    def embed_items(self, model: TwoTower, batch: int = 65_536) -> Tensor:
+        """Every item row through the item tower, in batches (bounded memory at 1M items)."""
         model.eval()
         with torch.no_grad():
-            return self.items.encode(model, torch.arange(self.num_items))
+            rows = torch.arange(self.num_items)
+            parts = [rows[i : i + batch] for i in range(0, self.num_items, batch)]
+            return torch.cat([self.items.encode(model, part) for part in parts])
 
     def evaluate(self, model: TwoTower, *, history: Interactions, targets: Interactions) -> Metrics:
+        """Full-ranking metrics on a fixed, seeded sample of `eval_users` users (the same every
+        epoch), so evaluation at a million items costs seconds; "users" says how many."""
+        targets = sample_users(targets, self.config.eval_users, seed=self.config.seed)
         users = self.embed_users(model, history).numpy()
         items = self.embed_items(model).numpy()
 
@@ -309,11 +371,10 @@ class Trainer:
         seed_everything(self.config.seed, self.config.threads)
         rng = np.random.default_rng(self.config.seed)
         model = self.new_model()
-        optimizer = torch.optim.AdamW(
-            model.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay
-        )
+        optimizer = Optimizers(model, self.config)
         windows = self._windows(interactions)
         counts = np.bincount(interactions.item, minlength=self.num_items).astype(np.float64) + 1.0
+        self._total = float(counts.sum())
         curve: list[dict[str, float]] = []
         best: tuple[float, int, dict[str, Tensor], Metrics] = (-math.inf, 0, {}, {})
         stale = 0

@@ -5,8 +5,16 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
-from models.train import TrainConfig, Trainer, _log_inclusion, make_windows, train
+from models.train import (
+    TrainConfig,
+    Trainer,
+    _log_inclusion,
+    _positions,
+    make_windows,
+    train,
+)
 from models.types import Dataset, Split
 
 
@@ -26,11 +34,21 @@ def test_windows_need_two_items() -> None:
 
 def test_log_inclusion_is_a_probability_growing_with_popularity() -> None:
     counts = np.array([100.0, 10.0, 1.0, 1.0])
-    log_q = _log_inclusion(counts, num_targets=5, num_uniform=2).numpy()
+    total = float(counts.sum())
+    log_q = _log_inclusion(counts, total, num_targets=5, uniform=0.5).numpy()
     assert (log_q <= 0).all()
     assert log_q[0] > log_q[1] > log_q[2]
     assert log_q[2] > math.log(0.5)  # the uniform sampler alone picks 2 of 4
-    assert np.allclose(_log_inclusion(counts, num_targets=5, num_uniform=4).numpy(), 0.0)
+    assert np.allclose(_log_inclusion(counts, total, num_targets=5, uniform=1.0).numpy(), 0.0)
+    # the candidates' own counts give their entries of the whole catalog's figure
+    part = _log_inclusion(counts[[0, 2]], total, num_targets=5, uniform=0.5).numpy()
+    assert np.allclose(part, log_q[[0, 2]])
+
+
+def test_positions_map_ids_to_sorted_candidate_columns() -> None:
+    candidates = torch.tensor([2, 5, 9])
+    ids = torch.tensor([[5, 3, 9], [2, 10, 0]])
+    assert _positions(candidates, ids).tolist() == [[1, -1, 2], [0, -1, -1]]
 
 
 @pytest.fixture(scope="module")
