@@ -39,12 +39,16 @@ clean:
 	rm -rf $(VENV) bundles .pytest_cache .mypy_cache .ruff_cache
 
 # Operations (issue 5): compose validation, load test, benchmark. Tools come from the OS packages.
-.PHONY: ops-tools compose-config loadtest bench-miss
+.PHONY: ops-tools prometheus compose-config loadtest bench-miss
 LOADTEST_HOST ?= http://127.0.0.1:8000
 SOAK_MINUTES ?= 10
 install: ops-tools
 ops-tools:
 	@(command -v wrk >/dev/null && (command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1)) || (apt-get update -q && apt-get install -y -q wrk docker-compose) || (echo "missing tools: run  sudo apt-get install -y wrk docker-compose" >&2; exit 1)
+# The suite's real-Prometheus test (tests/ops/test_prometheus.py) evaluates the dashboard's queries.
+install: prometheus
+prometheus:
+	@command -v prometheus >/dev/null || (apt-get update -q && apt-get install -y -q prometheus) || (echo "missing tool: run  sudo apt-get install -y prometheus" >&2; exit 1)
 compose-config: ops-tools
 	@if docker compose version >/dev/null 2>&1; then docker compose -f docker-compose.yml config -q; else docker-compose -f docker-compose.yml config -q; fi && echo "docker-compose.yml is valid"
 loadtest: install

@@ -3,10 +3,12 @@
     locust -f loadtest/locustfile.py --headless --host http://127.0.0.1:8000 \
         --bundle bundles/demo -u 20 -r 5 -t 60s --csv reports/loadtest/run
 
-Users come from the bundle's user_ids column (Zipf) plus a share of new users. Every response's
-`arm` is counted, so a run against an experiment shows traffic and latency per arm. The run
-fails (non-zero exit, reason printed) when the service is unreachable at start, or at the end
-when the failure ratio or the p99 exceeds its threshold.
+Users come from the bundle's user_ids column (Zipf) plus a share of new users. Against a
+remote deployment, drop `--bundle` and pass `--admin-token` (or DUET_ADMIN_TOKEN): a bounded
+sample of the serving bundle's ids is fetched from `GET /admin/sample-ids` at start. Every
+response's `arm` is counted, so a run against an experiment shows traffic and latency per arm.
+The run fails (non-zero exit, reason printed) when the service is unreachable at start, or at
+the end when the failure ratio or the p99 exceeds its threshold.
 """
 
 from __future__ import annotations
@@ -24,7 +26,16 @@ from typing import Any
 import gevent  # type: ignore[import-untyped]
 from locust import FastHttpUser, events, task
 from locust.env import Environment
-from traffic import ArmStats, CatalogError, Shown, Traffic, load_catalog, threshold_violations
+from traffic import (
+    ArmStats,
+    Catalog,
+    CatalogError,
+    Shown,
+    Traffic,
+    load_catalog,
+    sample_catalog,
+    threshold_violations,
+)
 
 log = logging.getLogger("duet.loadtest")
 
@@ -52,9 +63,18 @@ def _arguments(parser: Any) -> None:
     group.add_argument(
         "--bundle",
         env_var="DUET_BUNDLE",
-        default="bundles/demo",
-        help="Bundle directory whose user and item id columns the traffic is drawn from",
+        default=None,
+        help="Bundle directory whose user and item id columns the traffic is drawn from; "
+        "without it the ids are sampled from the service (GET /admin/sample-ids)",
     )
+    group.add_argument(
+        "--admin-token",
+        env_var="DUET_ADMIN_TOKEN",
+        default=None,
+        help="Bearer token for /admin/sample-ids (when no --bundle is given)",
+    )
+    group.add_argument("--sample-users", type=int, default=1_000, help="Users to sample (<=10k)")
+    group.add_argument("--sample-items", type=int, default=1_000, help="Items to sample (<=10k)")
     group.add_argument("--zipf-s", type=float, default=1.1, help="Zipf exponent for users, items")
     group.add_argument("--new-user-share", type=float, default=0.1, help="Share of unseen users")
     group.add_argument("--seed", type=int, default=None, help="Seed for a repeatable request mix")
@@ -73,21 +93,37 @@ def _fail_now(reason: str, code: int) -> None:
     raise SystemExit(code)
 
 
+def _catalog(environment: Environment, opts: Any) -> Catalog:
+    if opts.bundle:
+        return load_catalog(Path(opts.bundle))
+    if not environment.host:
+        raise CatalogError("no --bundle and no --host to sample ids from")
+    if not opts.admin_token:
+        raise CatalogError("no --bundle: pass --admin-token (or DUET_ADMIN_TOKEN) to sample ids")
+    return sample_catalog(
+        str(environment.host),
+        opts.admin_token,
+        users=opts.sample_users,
+        items=opts.sample_items,
+    )
+
+
 def _init(environment: Environment, **_: Any) -> None:
     """Load the traffic model and check the service answers before any user starts."""
     STATE.environment = environment
     opts = environment.parsed_options
     if opts is None:  # used as a library: the caller sets STATE.traffic
         return
+    source = f"--bundle {opts.bundle}" if opts.bundle else "the service"
     try:
         STATE.traffic = Traffic(
-            load_catalog(Path(opts.bundle)),
+            _catalog(environment, opts),
             zipf_s=opts.zipf_s,
             new_user_share=opts.new_user_share,
             seed=opts.seed,
         )
     except (CatalogError, ValueError) as e:
-        _fail_now(f"cannot draw traffic from --bundle {opts.bundle}: {e}", EXIT_UNREACHABLE)
+        _fail_now(f"cannot draw traffic from {source}: {e}", EXIT_UNREACHABLE)
     if getattr(opts, "worker", False):
         return
     if not environment.host:

@@ -14,6 +14,8 @@ import itertools
 import json
 import math
 import random
+import urllib.error
+import urllib.request
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +81,35 @@ def load_catalog(bundle: Path) -> Catalog:
         year_min=int(dated.min()) if len(dated) else 1950,
         year_max=int(dated.max()) if len(dated) else 2020,
         embedding_dim=int(manifest["embedding_dim"]),
+    )
+
+
+def sample_catalog(
+    host: str, admin_token: str, *, users: int, items: int, timeout: float = 10.0
+) -> Catalog:
+    """A catalog sampled by the service itself (`GET /admin/sample-ids`): no bundle copy needed,
+    so a load test can target a remote deployment. Items arrive most popular first."""
+    if not host.startswith(("http://", "https://")):
+        raise CatalogError(f"--host must be an http(s) URL, got {host}")
+    url = f"{host.rstrip('/')}/admin/sample-ids?users={users}&items={items}"
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 (scheme checked)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 (scheme checked)
+            body = json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        raise CatalogError(f"GET {url} answered {e.code}: {e.read()[:200]!r}") from e
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise CatalogError(f"GET {url}: {e}") from e
+    if not body.get("user_ids") or not body.get("item_ids"):
+        raise CatalogError(f"GET {url}: the service sampled no users or no items")
+    return Catalog(
+        user_ids=tuple(str(u) for u in body["user_ids"]),
+        item_ids=tuple(str(i) for i in body["item_ids"]),
+        genres=tuple(body["genres"]),
+        year_min=int(body["year_min"]),
+        year_max=int(body["year_max"]),
+        embedding_dim=int(body["embedding_dim"]),
     )
 
 

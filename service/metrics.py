@@ -100,6 +100,16 @@ STAGE_SEARCH = STAGE_DURATION.labels("search")
 STAGE_FILTER = STAGE_DURATION.labels("filter")
 PAGE_MEMO_HITS = PAGE_MEMO.labels("hit")
 SHED_BY_REASON = {reason: SHED.labels(reason) for reason in ("inflight", "queue")}
+# Series that only move when something goes wrong exist at 0 from the start, so a dashboard
+# query over them answers 0 on a healthy service instead of "no data".
+for _counter, _labels in (
+    (EVENTS_REJECTED, ("store_unavailable",)),
+    (EXPERIMENT_TRACKING_ERRORS, ("exposure", "click")),
+    (BUNDLE_RELOADS, ("swapped", "rejected")),
+    (FALLBACKS, ("store_unavailable", "cold_start")),
+):
+    for _label in _labels:
+        _counter.labels(_label)
 
 
 @cache

@@ -9,16 +9,18 @@ process instead (it restarts the workers one by one, each loading the config at 
 from __future__ import annotations
 
 import hmac
+import random
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, Request
+from fastapi import APIRouter, Body, Depends, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.routing import BodyErrorsAreInput
 from service.api.schemas import COMMON_RESPONSES, ErrorResponse
 from service.arms import ArmRouter, ArmTable
-from service.errors import RequestError
+from service.catalog.sampling import MAX_SAMPLE, sample_ids
+from service.errors import NotReadyError, RequestError
 from service.experiments import ExperimentRouter
 from service.lifecycle import Reloader
 from service.settings import Settings
@@ -132,3 +134,38 @@ async def reload_bundles(
         "seconds": round(outcome.seconds, 3),
         **describe(outcome.router),
     }
+
+
+class IdSampleResponse(BaseModel):
+    bundle_version: str
+    arm: str
+    user_ids: list[str]
+    item_ids: list[str] = Field(description="Most popular first, then random items.")
+    genres: list[str]
+    year_min: int
+    year_max: int
+    embedding_dim: int
+
+
+@router.get("/sample-ids", responses={503: {"model": ErrorResponse}})
+async def sample_bundle_ids(
+    request: Request,
+    users: Annotated[int, Query(ge=0, le=MAX_SAMPLE)] = 1_000,
+    items: Annotated[int, Query(ge=0, le=MAX_SAMPLE)] = 1_000,
+) -> IdSampleResponse:
+    """Known ids of the control arm's bundle, so a load test needs no copy of the bundle."""
+    table: ArmTable = request.app.state.arms
+    if table.current is None:
+        raise NotReadyError("no verified bundle is loaded yet")
+    arm = table.current.default
+    sample = sample_ids(arm.bundle.catalog, users=users, items=items, rng=random.Random())  # noqa: S311 - load-test ids, not secrets
+    return IdSampleResponse(
+        bundle_version=arm.bundle.version,
+        arm=arm.name,
+        user_ids=list(sample.user_ids),
+        item_ids=list(sample.item_ids),
+        genres=list(sample.genres),
+        year_min=sample.year_min,
+        year_max=sample.year_max,
+        embedding_dim=arm.bundle.manifest.embedding_dim,
+    )

@@ -27,6 +27,9 @@ REPO = Path(__file__).resolve().parents[2]
 ENTRYPOINT = REPO / "docker" / "trainer-entrypoint.sh"
 
 
+OPS_ADMIN_TOKEN = "ops-admin-token-0123456789"  # noqa: S105 (a test secret)
+
+
 def compose_file() -> dict[str, Any]:
     with (REPO / "docker-compose.yml").open(encoding="utf-8") as f:
         loaded: dict[str, Any] = yaml.safe_load(f)
@@ -138,6 +141,7 @@ def service_port(
         # shared with the load generator and other jobs, Redis calls queue behind the CPU and
         # time out, and events answer 503 by design. The smoke run checks traffic, not that.
         "DUET_REDIS_TIMEOUT_MS": "500",
+        "DUET_ADMIN_TOKEN": OPS_ADMIN_TOKEN,  # the load test samples its ids through /admin
     }
     workdir = tmp_path_factory.mktemp("service")
     if "DUET_EXPERIMENTS" in env:

@@ -9,7 +9,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from tests.ops.conftest import REPO
+from tests.ops.conftest import OPS_ADMIN_TOKEN, REPO
 from tests.service.redis_server import free_port
 
 LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
@@ -80,3 +80,32 @@ def test_a_bundle_that_is_not_there_is_named(service_port: int, tmp_path: Path) 
                   "-t", "3s", timeout=30)  # fmt: skip
     assert done.returncode == 2
     assert f"cannot draw traffic from --bundle {tmp_path}" in done.stderr
+
+
+def test_without_a_bundle_the_ids_come_from_the_service(service_port: int, tmp_path: Path) -> None:
+    """The remote-deployment mode: no bundle on the load generator's machine."""
+    prefix = tmp_path / "remote"
+    done = locust(
+        "--host", f"http://127.0.0.1:{service_port}", "--admin-token", OPS_ADMIN_TOKEN,
+        "--sample-users", "50", "--sample-items", "40",
+        "-u", "2", "-r", "2", "-t", "8s", "--max-requests", "400", "--seed", "3",
+        "--max-p99-ms", "2000", "--csv", str(prefix),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    total = aggregated(Path(f"{prefix}_stats.csv"))
+    assert int(total["Request Count"]) > 20 and total["Failure Count"] == "0"
+
+
+def test_without_a_bundle_or_a_token_the_run_says_what_is_missing(service_port: int) -> None:
+    env_token = os.environ.pop("DUET_ADMIN_TOKEN", None)
+    try:
+        done = locust("--host", f"http://127.0.0.1:{service_port}", "-t", "3s", timeout=30)
+    finally:
+        if env_token is not None:
+            os.environ["DUET_ADMIN_TOKEN"] = env_token
+    assert done.returncode == 2
+    assert "cannot draw traffic from the service: no --bundle: pass --admin-token" in done.stderr
+    wrong = locust("--host", f"http://127.0.0.1:{service_port}", "--admin-token", "x" * 20,
+                   "-t", "3s", timeout=30)  # fmt: skip
+    assert wrong.returncode == 2
+    assert "/admin/sample-ids" in wrong.stderr and "answered 401" in wrong.stderr

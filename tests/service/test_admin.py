@@ -18,6 +18,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from service.catalog.columns import read_strings
 from service.experiments import Assigner, load_experiment
 from service.lifecycle import ReloadRejectedError
 from service.settings import Settings
@@ -221,6 +222,24 @@ async def test_admin_needs_the_token(served: tuple[FastAPI, httpx.AsyncClient]) 
             response = await client.request(method, path, headers=headers)
             assert response.status_code == 401
             assert response.json()["error"]["code"] == "unauthorized"
+
+
+async def test_sample_ids_are_known_ids_of_the_control_bundle(
+    served: tuple[FastAPI, httpx.AsyncClient], bundle_dir: Path
+) -> None:
+    _, client = served
+    assert (await client.get("/admin/sample-ids")).status_code == 401
+    response = await client.get("/admin/sample-ids?users=4&items=6", headers=AUTH)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["arm"] == "control" and body["bundle_version"] == version(bundle_dir)
+    assert len(body["user_ids"]) == 4 and len(body["item_ids"]) == 6
+    assert set(body["user_ids"]) <= set(read_strings(bundle_dir, "user_ids"))
+    assert set(body["item_ids"]) <= set(read_strings(bundle_dir, "item_ids"))
+    assert body["embedding_dim"] > 0 and body["genres"]
+    for query in ("users=10001", "items=-1", "users=x"):
+        refused = await client.get(f"/admin/sample-ids?{query}", headers=AUTH)
+        assert refused.status_code == 422, query
 
 
 async def test_admin_disabled_without_a_token(config: Path, redis_url: str) -> None:
