@@ -102,18 +102,20 @@ def test_workers_loading_longer_than_the_health_check_are_not_restarted(
     scale_dir: Path, tmp_path: Path
 ) -> None:
     """uvicorn's supervisor kills a worker that misses a ping: a worker must keep answering
-    while it loads. Ten arms on ten copies take several health-check timeouts to load."""
+    while it loads. Thirty arms on thirty copies (hard links: distinct bundles, one page cache)
+    take several health-check timeouts to load."""
     arms = []
-    for i in range(10):
-        shutil.copytree(scale_dir, tmp_path / f"b{i}")
+    copies = 30
+    for i in range(copies):
+        shutil.copytree(scale_dir, tmp_path / f"b{i}", copy_function=os.link)
         arms.append(f'[[arms]]\nname = "a{i}"\nweight = 1\nbundle = "b{i}"\n')
     experiment = tmp_path / "experiment.toml"
     experiment.write_text('name = "long-load"\nsalt = "s"\n' + "\n".join(arms))
     started = time.perf_counter()
-    for i in range(10):
+    for i in range(copies):
         load_bundle(tmp_path / f"b{i}")
     load_seconds = time.perf_counter() - started
-    healthcheck = 0.1
+    healthcheck = 0.3
     assert load_seconds > 3 * healthcheck  # the premise of the test
     port = free_port()
     env = {
