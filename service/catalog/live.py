@@ -1,0 +1,169 @@
+"""The live catalog delta: items added or changed since the bundle was built, and tombstones.
+
+A bundle is immutable; the delta sits beside it. New and updated items live in a small exact
+index (a float32 matrix grown in chunks, searched by one matmul + argpartition), and every
+bundle row that was deleted, hidden or superseded by an update is tombstoned, so searches
+exclude it and an updated item never comes back twice. Plain arrays and ids in and out: the
+retriever takes `tombstoned_rows()` as exclusions and `merge` joins the two result lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from service.catalog.filters import ItemFilter
+
+Vector = npt.NDArray[np.float32]
+_CHUNK = 1_024
+
+
+@dataclass(frozen=True, slots=True)
+class LiveItem:
+    item_id: str
+    title: str
+    genres: tuple[str, ...]
+    year: int | None = None
+    attributes: Mapping[str, object] = field(default_factory=dict)
+
+
+def passes(item: LiveItem, item_filter: ItemFilter | None) -> bool:
+    """The bundle's filter semantics (filters.FilterMasks) applied to one live item."""
+    if item_filter is None or item_filter.is_empty():
+        return True
+    genres = set(item.genres)
+    if item_filter.genres_any and not genres & item_filter.genres_any:
+        return False
+    if item_filter.genres_none and genres & item_filter.genres_none:
+        return False
+    year = item.year or 0
+    if item_filter.year_min is not None and not (year > 0 and year >= item_filter.year_min):
+        return False
+    return not (item_filter.year_max is not None and not (0 < year <= item_filter.year_max))
+
+
+class LiveDelta:
+    """Mutable delta over one bundle; `bundle_rows` maps the bundle's item ids to rows.
+
+    Not thread-safe by itself: one writer (the change applier) per process, and searches run on
+    the event loop between applies.
+    """
+
+    def __init__(self, bundle_rows: Mapping[str, int], dim: int) -> None:
+        self._bundle_rows = bundle_rows
+        self._dim = dim
+        self._matrix: Vector = np.zeros((0, dim), dtype=np.float32)
+        self._ids: list[str | None] = []  # slot -> item id; None = freed slot
+        self._slots: dict[str, int] = {}
+        self._items: dict[str, LiveItem] = {}
+        self._hidden: set[str] = set()
+        self._tombstones: set[int] = set()
+        self._frozen: frozenset[int] = frozenset()
+        self.applied = 0  # position of the last change applied (set by the applier)
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def upsert(self, item: LiveItem, embedding: Vector) -> None:
+        vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
+        if vector.shape != (self._dim,):
+            raise ValueError(f"embedding of {item.item_id} has shape {vector.shape}")
+        slot = self._slots.get(item.item_id)
+        if slot is None:
+            slot = len(self._ids)
+            if slot >= len(self._matrix):
+                grown = np.zeros((len(self._matrix) + _CHUNK, self._dim), dtype=np.float32)
+                grown[: len(self._matrix)] = self._matrix
+                self._matrix = grown
+            self._ids.append(item.item_id)
+            self._slots[item.item_id] = slot
+        self._matrix[slot] = vector
+        self._items[item.item_id] = item
+        self._tombstone(item.item_id)
+
+    def delete(self, item_id: str) -> None:
+        """Gone from both the delta and the bundle (a later upsert brings it back)."""
+        slot = self._slots.pop(item_id, None)
+        if slot is not None:
+            self._ids[slot] = None
+            self._matrix[slot] = 0.0
+        self._items.pop(item_id, None)
+        self._hidden.discard(item_id)
+        self._tombstone(item_id)
+
+    def set_available(self, item_id: str, available: bool) -> None:
+        if available:
+            self._hidden.discard(item_id)
+            row = self._bundle_rows.get(item_id)
+            if row is not None and item_id not in self._items:
+                self._tombstones.discard(row)
+                self._frozen = frozenset(self._tombstones)
+        else:
+            self._hidden.add(item_id)
+            self._tombstone(item_id)
+
+    def _tombstone(self, item_id: str) -> None:
+        row = self._bundle_rows.get(item_id)
+        if row is not None and row not in self._tombstones:
+            self._tombstones.add(row)
+            self._frozen = frozenset(self._tombstones)
+
+    def tombstoned_rows(self) -> frozenset[int]:
+        """Bundle rows every search must exclude (deleted, hidden or superseded)."""
+        return self._frozen
+
+    def item(self, item_id: str) -> LiveItem | None:
+        return self._items.get(item_id)
+
+    def hidden(self, item_id: str) -> bool:
+        return item_id in self._hidden
+
+    def search_delta(
+        self,
+        query: Vector,
+        k: int,
+        item_filter: ItemFilter | None = None,
+        excluded_ids: Collection[str] = (),
+    ) -> list[tuple[str, float]]:
+        """Exact top-`k` live items by inner product, best first, filters and exclusions applied."""
+        used = len(self._ids)
+        if k <= 0 or not self._slots:
+            return []
+        scores = self._matrix[:used] @ np.asarray(query, dtype=np.float32).reshape(-1)
+        allowed = np.zeros(used, dtype=np.bool_)
+        for slot, item_id in enumerate(self._ids):
+            if item_id is None or item_id in self._hidden or item_id in excluded_ids:
+                continue
+            allowed[slot] = passes(self._items[item_id], item_filter)
+        candidates = np.flatnonzero(allowed)
+        if not len(candidates):
+            return []
+        chosen = scores[candidates]
+        if k < len(candidates):
+            top = np.argpartition(-chosen, k - 1)[:k]
+            candidates, chosen = candidates[top], chosen[top]
+        order = np.argsort(-chosen, kind="stable")
+        pairs = zip(candidates[order].tolist(), chosen[order].tolist(), strict=True)
+        return [(str(self._ids[slot]), score) for slot, score in pairs]
+
+
+def merge(
+    bundle: list[tuple[str, float]], live: list[tuple[str, float]], k: int
+) -> list[tuple[str, float]]:
+    """Both best-first lists joined by score, first `k`; exactly k whenever k qualify.
+
+    The bundle side must already exclude `tombstoned_rows()`, so an id appears at most once.
+    """
+    out: list[tuple[str, float]] = []
+    i = j = 0
+    while len(out) < k and (i < len(bundle) or j < len(live)):
+        if j >= len(live) or (i < len(bundle) and bundle[i][1] >= live[j][1]):
+            out.append(bundle[i])
+            i += 1
+        else:
+            out.append(live[j])
+            j += 1
+    return out

@@ -1,0 +1,135 @@
+"""The live delta on the real tiny bundle: tombstones, filters, exact-k merge, embedder parity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.features import title_tokens as models_title_tokens
+from service.catalog.bundle import Bundle, load_bundle
+from service.catalog.encoder import open_session
+from service.catalog.filters import ItemFilter
+from service.catalog.item_embedder import ItemEmbedder, title_tokens
+from service.catalog.live import LiveDelta, LiveItem, merge
+
+
+@pytest.fixture(scope="module")
+def bundle(bundle_dir: Path) -> Bundle:
+    return load_bundle(bundle_dir)
+
+
+@pytest.fixture(scope="module")
+def embedder(bundle: Bundle) -> ItemEmbedder:
+    spec = bundle.manifest.item_tower
+    session = open_session((bundle.path / spec.file).read_bytes())
+    return ItemEmbedder(
+        session,
+        genre_vocab=spec.genre_vocab,
+        year_mean=spec.year_mean,
+        year_std=spec.year_std,
+        title_hash_buckets=spec.title_hash_buckets,
+        title_max_tokens=spec.title_max_tokens,
+        unknown_item_idx=bundle.manifest.num_items,
+    )
+
+
+def _bundle_item(bundle: Bundle, row: int) -> LiveItem:
+    c = bundle.catalog
+    year = int(c.years[row])
+    return LiveItem(c.item_ids[row], c.titles[row], tuple(c.genres[row]), year or None)
+
+
+def _search(bundle: Bundle, delta: LiveDelta, query: np.ndarray, k: int) -> list[tuple[str, float]]:
+    rows, scores = bundle.retriever.search(query, k, excluded=delta.tombstoned_rows())
+    ids = [bundle.catalog.item_ids[r] for r in rows]
+    return merge(list(zip(ids, scores, strict=True)), delta.search_delta(query, k), k)
+
+
+def test_embedder_matches_the_bundle_tower_and_models_features(
+    bundle: Bundle, embedder: ItemEmbedder
+) -> None:
+    rows = [0, 1, 7, 42, 399]
+    items = [_bundle_item(bundle, r) for r in rows]
+    for item in items:
+        spec = bundle.manifest.item_tower
+        assert title_tokens(item.title, spec.title_hash_buckets, spec.title_max_tokens) == (
+            models_title_tokens(
+                item.title, buckets=spec.title_hash_buckets, max_tokens=spec.title_max_tokens
+            )
+        )
+    got = embedder.embed(items, item_idx=rows)
+    want = np.load(bundle.path / "item_embeddings.npy")[rows]
+    assert np.abs(got - want).max() < 1e-5
+    cold = embedder.embed(items)  # content only: unit vectors, not the id-trained ones
+    assert np.allclose(np.linalg.norm(cold, axis=1), 1.0, atol=1e-5)
+
+
+def test_unknown_genres_are_reported_not_fatal(embedder: ItemEmbedder) -> None:
+    item = LiveItem("new-1", "Brand New Film (2031)", ("NoSuchGenre",), 2031)
+    assert embedder.unknown_genres(item) == ["NoSuchGenre"]
+    assert embedder.embed([item]).shape[0] == 1
+
+
+def test_upsert_is_retrievable_and_update_never_returns_twice(bundle: Bundle) -> None:
+    delta = LiveDelta(bundle.catalog.rows, bundle.manifest.embedding_dim)
+    query = bundle.retriever.item_vector(5).copy()
+    before = _search(bundle, delta, query, 10)
+    top_id = before[0][0]
+    delta.upsert(LiveItem(top_id, "Updated", ("Drama",)), query)
+    after = _search(bundle, delta, query, 10)
+    ids = [i for i, _ in after]
+    assert len(after) == 10 and ids.count(top_id) == 1
+    assert bundle.catalog.rows[top_id] in delta.tombstoned_rows()
+    delta.upsert(LiveItem("brand-new", "Brand New", ("Drama",), 2030), query)
+    assert "brand-new" in [i for i, _ in _search(bundle, delta, query, 10)]
+
+
+def test_delete_and_hide_remove_from_results_exactly_k_remain(bundle: Bundle) -> None:
+    delta = LiveDelta(bundle.catalog.rows, bundle.manifest.embedding_dim)
+    query = bundle.retriever.item_vector(3).copy()
+    first = [i for i, _ in _search(bundle, delta, query, 10)]
+    delta.delete(first[0])
+    delta.set_available(first[1], False)
+    delta.upsert(LiveItem("live-hidden", "Hidden", ()), query)
+    delta.set_available("live-hidden", False)
+    page = [i for i, _ in _search(bundle, delta, query, 10)]
+    assert len(page) == 10
+    assert not {first[0], first[1], "live-hidden"} & set(page)
+    delta.set_available(first[1], True)
+    assert first[1] in [i for i, _ in _search(bundle, delta, query, 10)]
+
+
+def test_live_items_obey_filters_and_exclusions(bundle: Bundle) -> None:
+    delta = LiveDelta(bundle.catalog.rows, 4)
+    q = np.array([1, 0, 0, 0], dtype=np.float32)
+    delta.upsert(LiveItem("a", "A", ("Drama",), 1999), np.array([0.9, 0.1, 0, 0]))
+    delta.upsert(LiveItem("b", "B", ("Comedy",), 2005), np.array([0.8, 0.2, 0, 0]))
+    delta.upsert(LiveItem("c", "C", ("Comedy",), None), np.array([0.7, 0.3, 0, 0]))
+    assert [i for i, _ in delta.search_delta(q, 5)] == ["a", "b", "c"]
+    comedy = ItemFilter(genres_any=frozenset({"Comedy"}))
+    assert [i for i, _ in delta.search_delta(q, 5, comedy)] == ["b", "c"]
+    assert [i for i, _ in delta.search_delta(q, 5, ItemFilter(year_min=2000))] == ["b"]
+    assert [i for i, _ in delta.search_delta(q, 5, excluded_ids={"a"})] == ["b", "c"]
+    delta.delete("b")
+    assert [i for i, _ in delta.search_delta(q, 1)] == ["a"]
+    assert len(delta) == 2
+
+
+def test_merge_is_by_score_and_exactly_k() -> None:
+    bundle = [("x", 0.9), ("y", 0.5), ("z", 0.1)]
+    live = [("l1", 0.7), ("l2", 0.2)]
+    assert merge(bundle, live, 4) == [("x", 0.9), ("l1", 0.7), ("y", 0.5), ("l2", 0.2)]
+    assert len(merge(bundle, live, 10)) == 5
+
+
+def test_delta_grows_past_one_chunk(bundle: Bundle) -> None:
+    dim = bundle.manifest.embedding_dim
+    delta = LiveDelta(bundle.catalog.rows, dim)
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((2_500, dim)).astype(np.float32)
+    for n, v in enumerate(vectors):
+        delta.upsert(LiveItem(f"n{n}", "t", ()), v)
+    best = int(np.argmax(vectors @ vectors[1_777]))
+    assert delta.search_delta(vectors[1_777], 1)[0][0] == f"n{best}"
