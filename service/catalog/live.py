@@ -9,13 +9,14 @@ retriever takes `tombstoned_rows()` as exclusions and `merge` joins the two resu
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
-from service.catalog.filters import ItemFilter
+from service.catalog.filters import ItemFilter, Mask
+from service.catalog.retriever import DEFAULT_SEARCH, Retriever, SearchSettings
 
 Vector = npt.NDArray[np.float32]
 _CHUNK = 1_024
@@ -167,3 +168,27 @@ def merge(
             out.append(live[j])
             j += 1
     return out
+
+
+def search_with_delta(
+    retriever: Retriever,
+    item_ids: Sequence[str],
+    delta: LiveDelta,
+    query: Vector,
+    k: int,
+    *,
+    excluded_rows: Collection[int] = (),
+    allowed: Mask | None = None,
+    item_filter: ItemFilter | None = None,
+    excluded_ids: Collection[str] = (),
+    settings: SearchSettings = DEFAULT_SEARCH,
+) -> list[tuple[str, float]]:
+    """Bundle search minus tombstones, joined with the delta's: the one call to wire in.
+
+    `allowed` is the bundle's mask for `item_filter`; the delta applies the same filter itself.
+    """
+    tombstones = delta.tombstoned_rows()
+    excluded = set(excluded_rows) | tombstones if tombstones else excluded_rows
+    rows, scores = retriever.search(query, k, excluded=excluded, allowed=allowed, settings=settings)
+    bundle = [(item_ids[r], s) for r, s in zip(rows, scores, strict=True)]
+    return merge(bundle, delta.search_delta(query, k, item_filter, excluded_ids), k)

@@ -12,7 +12,7 @@ from service.catalog.bundle import Bundle, load_bundle
 from service.catalog.encoder import open_session
 from service.catalog.filters import ItemFilter
 from service.catalog.item_embedder import ItemEmbedder, title_tokens
-from service.catalog.live import LiveDelta, LiveItem, merge
+from service.catalog.live import LiveDelta, LiveItem, merge, search_with_delta
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +42,7 @@ def _bundle_item(bundle: Bundle, row: int) -> LiveItem:
 
 
 def _search(bundle: Bundle, delta: LiveDelta, query: np.ndarray, k: int) -> list[tuple[str, float]]:
-    rows, scores = bundle.retriever.search(query, k, excluded=delta.tombstoned_rows())
-    ids = [bundle.catalog.item_ids[r] for r in rows]
-    return merge(list(zip(ids, scores, strict=True)), delta.search_delta(query, k), k)
+    return search_with_delta(bundle.retriever, bundle.catalog.item_ids, delta, query, k)
 
 
 def test_embedder_matches_the_bundle_tower_and_models_features(
@@ -133,3 +131,25 @@ def test_delta_grows_past_one_chunk(bundle: Bundle) -> None:
         delta.upsert(LiveItem(f"n{n}", "t", ()), v)
     best = int(np.argmax(vectors @ vectors[1_777]))
     assert delta.search_delta(vectors[1_777], 1)[0][0] == f"n{best}"
+
+
+def test_filtered_search_with_delta_keeps_exactly_k_and_the_filter(bundle: Bundle) -> None:
+    catalog = bundle.catalog
+    genre = catalog.genres[0][0]
+    item_filter = ItemFilter(genres_any=frozenset({genre}))
+    allowed = catalog.masks.allowed(item_filter)
+    assert allowed is not None
+    delta = LiveDelta(catalog.rows, bundle.manifest.embedding_dim)
+    query = bundle.retriever.item_vector(0).copy()
+    delta.upsert(LiveItem("match", "M", (genre,)), query)
+    delta.upsert(LiveItem("other", "O", ("NoSuchGenre",)), query)
+    delta.delete(catalog.item_ids[0])
+    k = min(10, int(allowed.sum()))
+    page = search_with_delta(
+        bundle.retriever, catalog.item_ids, delta, query, k, allowed=allowed,
+        item_filter=item_filter,
+    )  # fmt: skip
+    ids = [i for i, _ in page]
+    assert len(page) == k and ids[0] == "match" and "other" not in ids
+    assert catalog.item_ids[0] not in ids
+    assert all(genre in catalog.genres[catalog.rows[i]] for i in ids if i != "match")
