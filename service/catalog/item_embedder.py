@@ -11,12 +11,17 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from service.catalog.encoder import open_session
 from service.catalog.live import LiveItem
+
+if TYPE_CHECKING:
+    from service.catalog.bundle import Bundle
 
 _YEAR_SUFFIX = re.compile(r"\s*\(\d{4}\)\s*$")
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -49,6 +54,20 @@ class ItemEmbedder:
         self._buckets = title_hash_buckets
         self._max_tokens = title_max_tokens
         self._unknown = unknown_item_idx
+
+    @classmethod
+    def for_bundle(cls, bundle: Bundle) -> ItemEmbedder:
+        """The bundle's item tower (already verified at load) with its manifest's feature spec."""
+        spec = bundle.manifest.item_tower
+        return cls(
+            open_session(bundle.path / spec.file),
+            genre_vocab=spec.genre_vocab,
+            year_mean=spec.year_mean,
+            year_std=spec.year_std,
+            title_hash_buckets=spec.title_hash_buckets,
+            title_max_tokens=spec.title_max_tokens,
+            unknown_item_idx=bundle.manifest.num_items,
+        )
 
     def unknown_genres(self, item: LiveItem) -> list[str]:
         return [g for g in item.genres if g not in self._genre_column]

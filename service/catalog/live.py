@@ -9,17 +9,30 @@ retriever takes `tombstoned_rows()` as exclusions and `merge` joins the two resu
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from service.catalog.filters import ItemFilter, Mask
+from service.catalog.filters import Allowed, ItemFilter
 from service.catalog.retriever import DEFAULT_SEARCH, Retriever, SearchSettings
 
 Vector = npt.NDArray[np.float32]
 _CHUNK = 1_024
+
+
+class RowLookup(Protocol):
+    """Bundle item id -> row (the catalog's `IdTable` or a plain dict)."""
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+
+class Strings(Protocol):
+    """Bundle row -> item id (the catalog's `StringColumn` or a plain list)."""
+
+    def __getitem__(self, row: int) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +66,7 @@ class LiveDelta:
     the event loop between applies.
     """
 
-    def __init__(self, bundle_rows: Mapping[str, int], dim: int) -> None:
+    def __init__(self, bundle_rows: RowLookup, dim: int) -> None:
         self._bundle_rows = bundle_rows
         self._dim = dim
         self._matrix: Vector = np.zeros((0, dim), dtype=np.float32)
@@ -172,13 +185,13 @@ def merge(
 
 def search_with_delta(
     retriever: Retriever,
-    item_ids: Sequence[str],
+    item_ids: Strings,
     delta: LiveDelta,
     query: Vector,
     k: int,
     *,
     excluded_rows: Collection[int] = (),
-    allowed: Mask | None = None,
+    allowed: Allowed | None = None,
     item_filter: ItemFilter | None = None,
     excluded_ids: Collection[str] = (),
     settings: SearchSettings = DEFAULT_SEARCH,

@@ -9,7 +9,6 @@ import pytest
 
 from models.features import title_tokens as models_title_tokens
 from service.catalog.bundle import Bundle, load_bundle
-from service.catalog.encoder import open_session
 from service.catalog.filters import ItemFilter
 from service.catalog.item_embedder import ItemEmbedder, title_tokens
 from service.catalog.live import LiveDelta, LiveItem, merge, search_with_delta
@@ -22,17 +21,7 @@ def bundle(bundle_dir: Path) -> Bundle:
 
 @pytest.fixture(scope="module")
 def embedder(bundle: Bundle) -> ItemEmbedder:
-    spec = bundle.manifest.item_tower
-    session = open_session((bundle.path / spec.file).read_bytes())
-    return ItemEmbedder(
-        session,
-        genre_vocab=spec.genre_vocab,
-        year_mean=spec.year_mean,
-        year_std=spec.year_std,
-        title_hash_buckets=spec.title_hash_buckets,
-        title_max_tokens=spec.title_max_tokens,
-        unknown_item_idx=bundle.manifest.num_items,
-    )
+    return ItemEmbedder.for_bundle(bundle)
 
 
 def _bundle_item(bundle: Bundle, row: int) -> LiveItem:
@@ -144,7 +133,7 @@ def test_filtered_search_with_delta_keeps_exactly_k_and_the_filter(bundle: Bundl
     delta.upsert(LiveItem("match", "M", (genre,)), query)
     delta.upsert(LiveItem("other", "O", ("NoSuchGenre",)), query)
     delta.delete(catalog.item_ids[0])
-    k = min(10, int(allowed.sum()))
+    k = min(10, allowed.count)
     page = search_with_delta(
         bundle.retriever, catalog.item_ids, delta, query, k, allowed=allowed,
         item_filter=item_filter,

@@ -13,7 +13,6 @@ import pytest_asyncio
 
 from service.catalog.bundle import Bundle, load_bundle
 from service.catalog.changes import Change, ChangeLog, MemoryChangeLog, RedisChangeLog
-from service.catalog.encoder import open_session
 from service.catalog.item_embedder import ItemEmbedder
 from service.catalog.live import LiveDelta
 from service.catalog.live_sync import LiveSync
@@ -26,16 +25,7 @@ def bundle(bundle_dir: Path) -> Bundle:
 
 
 def _worker(bundle: Bundle, changes: ChangeLog) -> LiveSync:
-    spec = bundle.manifest.item_tower
-    embedder = ItemEmbedder(
-        open_session((bundle.path / spec.file).read_bytes()),
-        genre_vocab=spec.genre_vocab,
-        year_mean=spec.year_mean,
-        year_std=spec.year_std,
-        title_hash_buckets=spec.title_hash_buckets,
-        title_max_tokens=spec.title_max_tokens,
-        unknown_item_idx=bundle.manifest.num_items,
-    )
+    embedder = ItemEmbedder.for_bundle(bundle)
     delta = LiveDelta(bundle.catalog.rows, bundle.manifest.embedding_dim)
     return LiveSync(bundle.version, delta, embedder, changes, block_ms=200)
 
