@@ -70,6 +70,7 @@ class LiveDelta:
         self._bundle_rows = bundle_rows
         self._dim = dim
         self._matrix: Vector = np.zeros((0, dim), dtype=np.float32)
+        self._active = np.zeros(0, dtype=np.bool_)  # slot holds a visible item
         self._ids: list[str | None] = []  # slot -> item id; None = freed slot
         self._slots: dict[str, int] = {}
         self._items: dict[str, LiveItem] = {}
@@ -92,9 +93,11 @@ class LiveDelta:
                 grown = np.zeros((len(self._matrix) + _CHUNK, self._dim), dtype=np.float32)
                 grown[: len(self._matrix)] = self._matrix
                 self._matrix = grown
+                self._active = np.concatenate([self._active, np.zeros(_CHUNK, dtype=np.bool_)])
             self._ids.append(item.item_id)
             self._slots[item.item_id] = slot
         self._matrix[slot] = vector
+        self._active[slot] = item.item_id not in self._hidden
         self._items[item.item_id] = item
         self._tombstone(item.item_id)
 
@@ -104,11 +107,15 @@ class LiveDelta:
         if slot is not None:
             self._ids[slot] = None
             self._matrix[slot] = 0.0
+            self._active[slot] = False
         self._items.pop(item_id, None)
         self._hidden.discard(item_id)
         self._tombstone(item_id)
 
     def set_available(self, item_id: str, available: bool) -> None:
+        slot = self._slots.get(item_id)
+        if slot is not None:
+            self._active[slot] = available
         if available:
             self._hidden.discard(item_id)
             row = self._bundle_rows.get(item_id)
@@ -147,11 +154,15 @@ class LiveDelta:
         if k <= 0 or not self._slots:
             return []
         scores = self._matrix[:used] @ np.asarray(query, dtype=np.float32).reshape(-1)
-        allowed = np.zeros(used, dtype=np.bool_)
-        for slot, item_id in enumerate(self._ids):
-            if item_id is None or item_id in self._hidden or item_id in excluded_ids:
-                continue
-            allowed[slot] = passes(self._items[item_id], item_filter)
+        allowed = self._active[:used].copy()
+        for item_id in excluded_ids:
+            slot = self._slots.get(item_id)
+            if slot is not None:
+                allowed[slot] = False
+        if item_filter is not None and not item_filter.is_empty():
+            for slot in np.flatnonzero(allowed).tolist():  # per item: filters are rare here
+                live_id = self._ids[slot]
+                allowed[slot] = live_id is not None and passes(self._items[live_id], item_filter)
         candidates = np.flatnonzero(allowed)
         if not len(candidates):
             return []
