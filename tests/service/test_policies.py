@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from service.catalog.bundle import Bundle, load_bundle
+from service.catalog.filters import Allowed, pack
 from service.catalog.retriever import SearchSettings
 from service.policies import RankingPolicy, rank
 
@@ -51,8 +52,9 @@ def test_full_popularity_weight_is_the_popularity_list(bundle: Bundle, query: np
 
 
 def test_popularity_blend_respects_the_filter(bundle: Bundle, query: np.ndarray) -> None:
-    allowed = np.zeros(len(bundle.catalog), dtype=np.bool_)
-    allowed[::3] = True
+    mask = np.zeros(len(bundle.catalog), dtype=np.bool_)
+    mask[::3] = True
+    allowed = Allowed.of(pack(mask), len(mask))
     rows, _ = rank(
         bundle,
         RankingPolicy("popularity_blend", popularity_weight=0.5),

@@ -81,7 +81,7 @@ async def test_cold_start_follows_popularity_minus_exclusions(arm: Arm, bundle_d
 
 async def test_ingested_events_become_history_and_are_excluded(arm: Arm, bundle: Bundle) -> None:
     service = _memory()
-    seen = bundle.catalog.item_ids[:3]
+    seen = tuple(bundle.catalog.item_ids[row] for row in range(3))
     await service.ingest(
         [Event("anon", item, "view", timestamp=float(100 - n)) for n, item in enumerate(seen)],
         bundle.catalog,
@@ -104,7 +104,7 @@ async def test_a_dead_store_degrades_to_the_request_history(arm: Arm, bundle: Bu
         breaker=CircuitBreaker(failures=1, cooldown_seconds=60),
     )
     service = Recommender(store)
-    history = bundle.catalog.item_ids[10:12]
+    history = tuple(bundle.catalog.item_ids[row] for row in (10, 11))
     query = RecommendQuery(user_id="someone", k=4, history=history)
     try:
         result = await service.recommend(arm, query, "r")
