@@ -21,6 +21,12 @@ def _training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help=f"one of {', '.join(DATASETS)}")
     parser.add_argument("--data-dir", type=Path, help="dataset directory (original layout)")
     parser.add_argument("--epochs", type=int, help="maximum epochs (early stopping decides)")
+    parser.add_argument(
+        "--eval-users",
+        type=int,
+        default=2000,
+        help="seeded user sample for valid/test metrics (0 = all users)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pooling", choices=POOLINGS, help="history pooling of the user tower")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -63,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _config(args: argparse.Namespace, loss: LossName) -> TrainConfig:
     base = TrainConfig.tiny() if args.quick else TrainConfig.for_dataset(args.dataset)
-    config = replace(base, seed=args.seed, loss=loss)
+    config = replace(base, seed=args.seed, loss=loss, eval_users=args.eval_users)
     if args.epochs is not None:
         config = replace(config, max_epochs=args.epochs)
     if args.pooling is not None:

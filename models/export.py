@@ -26,6 +26,7 @@ import onnx
 import onnxruntime as ort
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from models.catalog_files import write_catalog
 from models.features import ItemFeatures
@@ -162,17 +163,20 @@ def export_towers(
     return user_onnx, item_onnx, {"user_tower": user_diff, "item_tower": item_diff}
 
 
-def item_embeddings(model: TwoTower, features: ItemFeatures) -> np.ndarray:
+def item_embeddings(
+    model: TwoTower, features: ItemFeatures, *, batch: int = 65536, progress: bool = False
+) -> np.ndarray:
+    """Every item's embedding, in batches: one pass over 1M items would hold all activations."""
     model.eval()
+    genres = torch.from_numpy(features.genres)
+    year = torch.from_numpy(features.year)
+    title = torch.from_numpy(features.title_tokens)
+    parts = []
     with torch.no_grad():
-        rows = torch.arange(features.num_items)
-        out = model.item(
-            rows,
-            torch.from_numpy(features.genres)[rows],
-            torch.from_numpy(features.year)[rows],
-            torch.from_numpy(features.title_tokens)[rows],
-        )
-    return np.asarray(out.numpy(), dtype=np.float32)
+        chunks = torch.split(torch.arange(features.num_items), batch)
+        for rows in tqdm(chunks, desc="embed items", leave=False, disable=not progress):
+            parts.append(model.item(rows, genres[rows], year[rows], title[rows]).numpy())
+    return np.asarray(np.concatenate(parts), dtype=np.float32)
 
 
 def _sha256(path: Path) -> str:
@@ -245,6 +249,7 @@ def write_bundle(
     *,
     index_spec: IndexSpec | None = None,
     extra_files: dict[str, bytes] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Export towers, index and metadata into `out`; returns the manifest."""
     dataset, features = inputs.dataset, inputs.item_features
@@ -252,9 +257,9 @@ def write_bundle(
         raise ExportError("item features do not match the dataset's catalog")
     user_features = _user_features_matrix(dataset)
     user_onnx, item_onnx, parity = export_towers(model, features, user_features)
-    embeddings = item_embeddings(model, features)
+    embeddings = item_embeddings(model, features, progress=progress)
     queries = query_sample(embeddings, inputs.user_queries, count=1000)
-    built: BuiltIndex = build_index(embeddings, queries, index_spec)
+    built: BuiltIndex = build_index(embeddings, queries, index_spec, progress=progress)
 
     with atomic_directory(out) as tmp:
         write_onnx(tmp, "user_tower.onnx", user_onnx)
@@ -319,6 +324,8 @@ def _manifest(
             "params": built.params,
             "ntotal": int(built.index.ntotal),
             "recall_at_100": round(built.recall_at_100, 6),
+            "recall_at_10": round(built.recall_at_10, 6),
+            "latency_ms_per_query": round(built.latency_ms, 4),
         },
         "user_tower": {
             "file": "user_tower.onnx",

@@ -104,6 +104,7 @@ def build(
             user_queries=trainer_users,
         ),
         index_spec=index_spec,
+        progress=progress,
     )
     seconds["export"] = time.perf_counter() - exported
     seconds["total"] = time.perf_counter() - started

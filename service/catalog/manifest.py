@@ -26,6 +26,8 @@ class IndexSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     ntotal: int = Field(ge=1)
     recall_at_100: float | None = Field(default=None, ge=0, le=1)
+    recall_at_10: float | None = Field(default=None, ge=0, le=1)
+    latency_ms_per_query: float | None = Field(default=None, ge=0)
 
 
 class CatalogSpec(_Strict):

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+import faiss
 import numpy as np
 import pytest
 
@@ -60,3 +63,31 @@ def test_bench_reports_build_time_and_recall() -> None:
     assert figures["items"] == 3000 and figures["index"] == "ivf"
     assert figures["recall_at_100"] >= 0.95
     assert figures["build_seconds"] >= 0 and figures["search_ms_per_query"] > 0
+
+
+@pytest.mark.parametrize("kind", ["flat_ip", "ivf", "hnsw"])
+def test_written_index_reads_memory_mapped_with_the_same_results(
+    vectors: np.ndarray, kind: str, tmp_path: Path
+) -> None:
+    """The service opens items.faiss with IO_FLAG_MMAP_IFC; every type we write must load that
+    way and answer exactly as the index that was built."""
+    queries = query_sample(vectors, count=100)
+    built = build_index(vectors, queries, IndexSpec(kind=kind))  # type: ignore[arg-type]
+    path = tmp_path / "items.faiss"
+    faiss.write_index(built.index, str(path))
+    mapped = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
+    for knob, value in built.params.items():
+        if knob == "nprobe":
+            mapped.nprobe = value
+        elif knob == "efSearch":
+            mapped.hnsw.efSearch = value
+    want = built.index.search(queries, 100)
+    got = mapped.search(queries, 100)
+    assert np.array_equal(want[1], got[1]) and np.allclose(want[0], got[0])
+
+
+def test_built_index_reports_recall_at_10_and_latency(vectors: np.ndarray) -> None:
+    queries = query_sample(vectors, count=200)
+    built = build_index(vectors, queries, IndexSpec(kind="ivf"))
+    assert 0.0 < built.recall_at_10 <= 1.0 and built.recall_at_100 >= 0.95
+    assert built.latency_ms > 0.0
