@@ -18,6 +18,10 @@ from torch.nn import functional
 
 from models.types import FloatArray, IntArray, Interactions
 
+COMPLEMENTARY_MAX_ITEMS = 200_000
+"""Default cut-off of `models build --complementary`: IN + OUT + SparseAdam's two moments are
+4 tables of [items, 64] float32 while training (1 GB at a million items), 512 MB on disk."""
+
 Scorer = Callable[[IntArray], FloatArray]
 """Query item rows -> scores [len(rows), num_items]."""
 
@@ -31,6 +35,11 @@ class SGNSConfig:
     batch_size: int = 4096
     lr: float = 0.01
     seed: int = 0
+
+
+def wants_complementary(flag: bool | None, num_items: int) -> bool:
+    """Explicit flag wins; by default on up to `COMPLEMENTARY_MAX_ITEMS` items."""
+    return num_items <= COMPLEMENTARY_MAX_ITEMS if flag is None else flag
 
 
 def follow_pairs(interactions: Interactions, window: int) -> tuple[IntArray, IntArray]:
@@ -135,3 +144,33 @@ def cooccurrence_scorer(interactions: Interactions, num_items: int, window: int 
 def popularity_scorer(interactions: Interactions, num_items: int) -> Scorer:
     counts = np.bincount(interactions.item, minlength=num_items).astype(np.float32)
     return lambda rows: np.broadcast_to(counts, (len(rows), num_items))
+
+
+def evaluate_next_item(
+    train: Interactions,
+    test: Interactions,
+    num_items: int,
+    two_tower_items: FloatArray | None,
+    *,
+    config: SGNSConfig = SGNSConfig(),
+    k: int = 20,
+) -> dict[str, NextItemResult]:
+    """Next-item Recall@k on the test sequences: IN.OUT vs IN.IN, cosine, counts, popularity."""
+    item_in, item_out = train_dual(train, num_items, config)
+    heads, tails = next_pairs(test)
+    scorers: dict[str, Scorer] = {
+        "in_out": dot_scorer(item_in, item_out),
+        "in_in": dot_scorer(_normalised(item_in), _normalised(item_in)),
+    }
+    if two_tower_items is not None:
+        unit = _normalised(two_tower_items)
+        scorers["two_tower_cosine"] = dot_scorer(unit, unit)
+    scorers["cooccurrence"] = cooccurrence_scorer(train, num_items, config.window)
+    scorers["popularity"] = popularity_scorer(train, num_items)
+    return {name: next_item_recall(s, heads, tails, k) for name, s in scorers.items()}
+
+
+def _normalised(vectors: FloatArray) -> FloatArray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit: FloatArray = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+    return unit
