@@ -42,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     _training_args(build)
     build.add_argument("--out", type=Path, required=True, help="bundle directory (must not exist)")
     build.add_argument("--loss", choices=LOSS_NAMES, default="logq")
+    build.add_argument(
+        "--complementary",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also learn dual IN/OUT item embeddings (default: on up to 200,000 items)",
+    )
 
     evaluate = commands.add_parser("evaluate", help="two-tower vs baselines table + JSON + PNG")
     _training_args(evaluate)
@@ -88,6 +94,7 @@ def _build(args: argparse.Namespace) -> int:
         config=_config(args, args.loss),
         with_baselines=not args.no_baselines,
         progress=not args.no_progress,
+        complementary=args.complementary,
     )
     print(render_table(result.metrics))
     report = args.out.with_name(args.out.name + ".report.json")
@@ -123,6 +130,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(render_table(result.metrics))
+    for name, found in result.extra.get("next_item_recall@20", {}).items():
+        print(f"next-item recall@20 {name:18s} {found['recall']:.4f} asym {found['asymmetry']:.3f}")
     if args.json is not None:
         write_report(
             args.json,

@@ -55,6 +55,8 @@ class BundleInputs:
     training: dict[str, Any]
     metrics: dict[str, dict[str, float]]
     user_queries: np.ndarray | None = None  # user embeddings, to measure ANN recall on
+    dual: tuple[np.ndarray, np.ndarray] | None = None  # (IN, OUT) for complementary items
+    dual_params: dict[str, Any] | None = None
 
 
 class _UserWithFeatures(nn.Module):
@@ -270,6 +272,9 @@ def write_bundle(
         if user_features is not None:
             np.save(tmp / "user_features.npy", user_features, allow_pickle=False)
         _write_json(tmp / "popularity.json", _popularity(dataset, inputs.train_full))
+        if inputs.dual is not None:
+            np.save(tmp / "item_in.npy", inputs.dual[0].astype(np.float32), allow_pickle=False)
+            np.save(tmp / "item_out.npy", inputs.dual[1].astype(np.float32), allow_pickle=False)
         for name, payload in (extra_files or {}).items():
             (tmp / name).write_bytes(payload)
         files = {
@@ -358,6 +363,16 @@ def _manifest(
             "year_std": features.year_std,
             "title_hash_buckets": features.title_hash_buckets,
             "title_max_tokens": features.title_max_tokens,
+        },
+        "complementary": None
+        if inputs.dual is None
+        else {
+            "in_file": "item_in.npy",
+            "out_file": "item_out.npy",
+            "dim": int(inputs.dual[0].shape[1]),
+            "dtype": "float32",
+            "method": "sgns",
+            "params": inputs.dual_params or {},
         },
         "files": files,
         "training_data": {

@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from models.baselines import run_baselines
-from models.export import BundleInputs, ExportError, write_bundle
+from models.complementary import (
+    SGNSConfig,
+    evaluate_next_item,
+    train_dual,
+    wants_complementary,
+)
+from models.export import BundleInputs, ExportError, item_embeddings, write_bundle
 from models.index import IndexSpec
 from models.losses import MANIFEST_NAMES, LossName
 from models.split import chronological_split
@@ -77,6 +83,7 @@ def build(
     with_baselines: bool = True,
     progress: bool = True,
     index_spec: IndexSpec | None = None,
+    complementary: bool | None = None,
 ) -> BuildResult:
     """Split, train, evaluate (with baselines), export the bundle to `out`."""
     out = Path(out)
@@ -92,6 +99,11 @@ def build(
         metrics.update(baselines)
     exported = time.perf_counter()
     trainer_users = _user_embeddings(dataset, split, config, result)
+    dual = None
+    if wants_complementary(complementary, dataset.num_items):
+        dual_started = time.perf_counter()
+        dual = train_dual(split.train_full, dataset.num_items, SGNSConfig(seed=config.seed))
+        seconds["complementary"] = time.perf_counter() - dual_started
     manifest = write_bundle(
         out,
         result.model,
@@ -102,6 +114,8 @@ def build(
             training=training_summary(config, result),
             metrics=metrics,
             user_queries=trainer_users,
+            dual=dual,
+            dual_params=None if dual is None else asdict(SGNSConfig(seed=config.seed)),
         ),
         index_spec=index_spec,
         progress=progress,
@@ -141,6 +155,14 @@ def evaluate(
         curves[name] = result.curve
         seconds[name] = round(result.seconds, 2)
         extra[name] = training_summary(replace(config, loss=loss), result)
+        if loss == losses[0]:
+            started = time.perf_counter()
+            two_tower_items = item_embeddings(result.model, result.item_features)
+            found = evaluate_next_item(
+                split.train_full, split.test, dataset.num_items, two_tower_items
+            )
+            extra["next_item_recall@20"] = {n: asdict(r) for n, r in found.items()}
+            seconds["next_item"] = round(time.perf_counter() - started, 2)
     if with_baselines:
         baselines, took = _baselines(split, seed=config.seed, progress=progress)
         metrics.update(baselines)

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
+from service.catalog.complementary import DualEmbeddings, check_dual
 from service.catalog.encoder import UserEncoder, check_signature, open_session
 from service.catalog.items import CATALOG_FILES, Catalog, load_catalog
 from service.catalog.manifest import FileEntry, Manifest
@@ -40,6 +41,7 @@ class Bundle:
     catalog: Catalog
     encoder: UserEncoder
     retriever: Retriever
+    complementary: DualEmbeddings | None = None
 
 
 def _verify_file(root: Path, name: str, entry: FileEntry) -> None:
@@ -85,6 +87,8 @@ def verify_files(root: Path, manifest: Manifest) -> None:
     }
     if manifest.user_tower.user_features is not None:
         required.add("user_features.npy")
+    if manifest.complementary is not None:
+        required |= {manifest.complementary.in_file, manifest.complementary.out_file}
     missing = sorted(required - manifest.files.keys())
     if missing:
         raise BundleError(f"manifest.files does not list {missing}")
@@ -188,4 +192,17 @@ def load_bundle(path: Path, *, exact_max_rows: int = DEFAULT_EXACT_MAX_ROWS) -> 
         catalog=catalog,
         encoder=encoder,
         retriever=Retriever(index, embeddings, manifest.index.type, exact_max_rows=exact_max_rows),
+        complementary=_dual(root, manifest),
     )
+
+
+def _dual(root: Path, manifest: Manifest) -> DualEmbeddings | None:
+    spec = manifest.complementary
+    if spec is None:
+        return None
+    try:
+        return check_dual(
+            _npy(root, spec.in_file), _npy(root, spec.out_file), spec, manifest.num_items
+        )
+    except ValueError as exc:
+        raise BundleError(str(exc)) from exc

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.catalog.complementary import ComplementarySpec
+
 VERSION_PATTERN = r"^[A-Za-z0-9._:+-]{1,128}$"
 
 
@@ -70,6 +72,7 @@ class Manifest(_Strict):
     user_tower: UserTowerSpec
     item_tower: ItemTowerSpec
     files: dict[str, FileEntry]
+    complementary: ComplementarySpec | None = None
     # provenance, shown by /admin/bundles but never acted on: free-form inside
     training_data: dict[str, Any]
     training: dict[str, Any]

@@ -1,0 +1,176 @@
+"""Complementary items: dual (IN/OUT) item embeddings learnt by skip-gram with negative sampling.
+
+An item's IN vector scored against another's OUT vector says "bought after", which is
+asymmetric, unlike the two-tower item-item cosine ("similar"). Pairs come from each user's
+chronological sequence: item t -> items t+1..t+window. Sparse embeddings with SparseAdam keep
+one step O(batch) at a million items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch.nn import functional
+
+from models.types import FloatArray, IntArray, Interactions
+
+COMPLEMENTARY_MAX_ITEMS = 200_000
+"""Default cut-off of `models build --complementary`: IN + OUT + SparseAdam's two moments are
+4 tables of [items, 64] float32 while training (1 GB at a million items), 512 MB on disk."""
+
+Scorer = Callable[[IntArray], FloatArray]
+"""Query item rows -> scores [len(rows), num_items]."""
+
+
+@dataclass(frozen=True)
+class SGNSConfig:
+    dim: int = 64
+    window: int = 3
+    negatives: int = 5
+    epochs: int = 5
+    batch_size: int = 4096
+    lr: float = 0.01
+    seed: int = 0
+
+
+def wants_complementary(flag: bool | None, num_items: int) -> bool:
+    """Explicit flag wins; by default on up to `COMPLEMENTARY_MAX_ITEMS` items."""
+    return num_items <= COMPLEMENTARY_MAX_ITEMS if flag is None else flag
+
+
+def follow_pairs(interactions: Interactions, window: int) -> tuple[IntArray, IntArray]:
+    """(item, item following within `window` steps) per user; input sorted by user, time."""
+    heads: list[IntArray] = []
+    tails: list[IntArray] = []
+    for d in range(1, window + 1):
+        same_user = interactions.user[d:] == interactions.user[:-d]
+        heads.append(interactions.item[:-d][same_user])
+        tails.append(interactions.item[d:][same_user])
+    return np.concatenate(heads).astype(np.int64), np.concatenate(tails).astype(np.int64)
+
+
+def train_dual(
+    interactions: Interactions, num_items: int, config: SGNSConfig = SGNSConfig()
+) -> tuple[FloatArray, FloatArray]:
+    """IN and OUT tables, float32 [num_items, dim]; negatives from the unigram^0.75 law."""
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    heads_np, tails_np = follow_pairs(interactions, config.window)
+    heads, tails = torch.from_numpy(heads_np), torch.from_numpy(tails_np)
+    counts = np.bincount(interactions.item, minlength=num_items).astype(np.float64) ** 0.75
+    noise = torch.from_numpy(counts / counts.sum())
+    emb_in = torch.nn.Embedding(num_items, config.dim, sparse=True)
+    emb_out = torch.nn.Embedding(num_items, config.dim, sparse=True)
+    torch.nn.init.uniform_(emb_in.weight, -0.5 / config.dim, 0.5 / config.dim)
+    torch.nn.init.zeros_(emb_out.weight)
+    optimizer = torch.optim.SparseAdam([emb_in.weight, emb_out.weight], lr=config.lr)
+    for _ in range(config.epochs):
+        order = torch.randperm(len(heads), generator=generator)
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start : start + config.batch_size]
+            h, t = heads[batch], tails[batch]
+            neg = torch.multinomial(
+                noise, len(batch) * config.negatives, replacement=True, generator=generator
+            ).view(len(batch), config.negatives)
+            v = emb_in(h)
+            pos = (v * emb_out(t)).sum(-1)
+            negs = torch.bmm(emb_out(neg), v.unsqueeze(-1)).squeeze(-1)
+            loss = -functional.logsigmoid(pos).mean()
+            loss = loss - functional.logsigmoid(-negs).sum(-1).mean()
+            optimizer.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()  # type: ignore[no-untyped-call]
+    return (
+        emb_in.weight.detach().numpy().astype(np.float32),
+        emb_out.weight.detach().numpy().astype(np.float32),
+    )
+
+
+def next_pairs(interactions: Interactions) -> tuple[IntArray, IntArray]:
+    """Consecutive (t, t+1) pairs of each user's sequence (the test split's)."""
+    return follow_pairs(interactions, 1)
+
+
+@dataclass(frozen=True)
+class NextItemResult:
+    recall: float
+    """Share of pairs (t, t+1) with t+1 in the top k for t (t itself excluded)."""
+    asymmetry: float
+    """Among those hits, share where t is also in the top k for t+1 (1.0 = symmetric)."""
+
+
+def next_item_recall(
+    scorer: Scorer, heads: IntArray, tails: IntArray, k: int = 20, batch: int = 1024
+) -> NextItemResult:
+    """Next-item-given-item Recall@k and how often the reverse direction ranks as well."""
+    forward = _hits(scorer, heads, tails, k, batch)
+    backward = _hits(scorer, tails, heads, k, batch)
+    hits = int(forward.sum())
+    return NextItemResult(
+        recall=hits / max(len(heads), 1),
+        asymmetry=float((forward & backward).sum()) / max(hits, 1),
+    )
+
+
+def _hits(scorer: Scorer, queries: IntArray, targets: IntArray, k: int, batch: int) -> np.ndarray:
+    out = np.zeros(len(queries), dtype=bool)
+    for start in range(0, len(queries), batch):
+        q, t = queries[start : start + batch], targets[start : start + batch]
+        scores = scorer(q).astype(np.float64, copy=True)
+        scores[np.arange(len(q)), q] = -np.inf
+        target = scores[np.arange(len(q)), t]
+        out[start : start + batch] = (scores > target[:, None]).sum(1) < k
+    return out
+
+
+def dot_scorer(queries: FloatArray, keys: FloatArray) -> Scorer:
+    """IN.OUT when given (IN, OUT); IN.IN or cosine with normalised rows."""
+    return lambda rows: queries[rows] @ keys.T
+
+
+def cooccurrence_scorer(interactions: Interactions, num_items: int, window: int = 1) -> Scorer:
+    """Counts of `b` following `a` within `window` in the training sequences."""
+    h, t = follow_pairs(interactions, window)
+    matrix = sp.csr_matrix(
+        (np.ones(len(h), dtype=np.float32), (h, t)), shape=(num_items, num_items)
+    )
+    return lambda rows: np.asarray(matrix[rows].todense(), dtype=np.float32)
+
+
+def popularity_scorer(interactions: Interactions, num_items: int) -> Scorer:
+    counts = np.bincount(interactions.item, minlength=num_items).astype(np.float32)
+    return lambda rows: np.broadcast_to(counts, (len(rows), num_items))
+
+
+def evaluate_next_item(
+    train: Interactions,
+    test: Interactions,
+    num_items: int,
+    two_tower_items: FloatArray | None,
+    *,
+    config: SGNSConfig = SGNSConfig(),
+    k: int = 20,
+) -> dict[str, NextItemResult]:
+    """Next-item Recall@k on the test sequences: IN.OUT vs IN.IN, cosine, counts, popularity."""
+    item_in, item_out = train_dual(train, num_items, config)
+    heads, tails = next_pairs(test)
+    scorers: dict[str, Scorer] = {
+        "in_out": dot_scorer(item_in, item_out),
+        "in_in": dot_scorer(_normalised(item_in), _normalised(item_in)),
+    }
+    if two_tower_items is not None:
+        unit = _normalised(two_tower_items)
+        scorers["two_tower_cosine"] = dot_scorer(unit, unit)
+    scorers["cooccurrence"] = cooccurrence_scorer(train, num_items, config.window)
+    scorers["popularity"] = popularity_scorer(train, num_items)
+    return {name: next_item_recall(s, heads, tails, k) for name, s in scorers.items()}
+
+
+def _normalised(vectors: FloatArray) -> FloatArray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit: FloatArray = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+    return unit

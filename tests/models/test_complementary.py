@@ -1,0 +1,79 @@
+"""SGNS dual embeddings learn a planted "b follows a" relation; the next-item metric by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.complementary import (
+    SGNSConfig,
+    cooccurrence_scorer,
+    dot_scorer,
+    follow_pairs,
+    next_item_recall,
+    next_pairs,
+    popularity_scorer,
+    train_dual,
+)
+from models.types import Interactions
+
+
+def _interactions(users: list[list[int]]) -> Interactions:
+    user = np.concatenate([np.full(len(s), u) for u, s in enumerate(users)]).astype(np.int64)
+    item = np.concatenate([np.array(s) for s in users]).astype(np.int64)
+    return Interactions(
+        user=user,
+        item=item,
+        timestamp=np.arange(len(item), dtype=np.int64),
+        weight=np.ones(len(item), dtype=np.float32),
+    )
+
+
+def test_follow_pairs_stay_within_a_user() -> None:
+    heads, tails = follow_pairs(_interactions([[1, 2, 3], [4, 5]]), window=2)
+    assert sorted(zip(heads.tolist(), tails.tolist(), strict=True)) == [
+        (1, 2),
+        (1, 3),
+        (2, 3),
+        (4, 5),
+    ]
+
+
+def test_sgns_learns_a_planted_asymmetric_relation() -> None:
+    # Item 2j is always followed by 2j+1 (a "refill" after its "printer"); pairs shuffled per user.
+    rng = np.random.default_rng(0)
+    num_items = 40
+    users = []
+    for _ in range(300):
+        starts = rng.choice(num_items // 2, size=5, replace=False) * 2
+        users.append([int(x) for s in starts for x in (s, s + 1)])
+    data = _interactions(users)
+    item_in, item_out = train_dual(
+        data, num_items, SGNSConfig(dim=16, window=1, negatives=5, epochs=20, batch_size=256)
+    )
+    assert item_in.shape == item_out.shape == (num_items, 16)
+    assert item_in.dtype == np.float32
+    heads = np.arange(0, num_items, 2)
+    result = next_item_recall(dot_scorer(item_in, item_out), heads, heads + 1, k=1)
+    assert result.recall == 1.0
+    # The reverse (refill -> printer) is not what follows, so it ranks first far less often.
+    assert result.asymmetry < 0.5
+
+
+def test_next_item_recall_on_a_hand_made_case() -> None:
+    # Scores: item 0 -> 1 best; item 1 -> 2 best; item 2 -> 0 best.
+    table = np.array([[0, 5, 1], [1, 0, 5], [5, 1, 0]], dtype=np.float32)
+    scorer = lambda rows: table[rows]  # noqa: E731
+    heads, tails = next_pairs(_interactions([[0, 1, 2], [1, 0]]))
+    # Pairs (0,1), (1,2), (1,0): hits at k=1 are (0,1) and (1,2); reverse of neither ranks first.
+    result = next_item_recall(scorer, heads, tails, k=1)
+    assert result.recall == 2 / 3
+    assert result.asymmetry == 0.0
+    # At k=2 every pair hits (the query itself is excluded) and every reverse too.
+    assert next_item_recall(scorer, heads, tails, k=2).asymmetry == 1.0
+
+
+def test_cooccurrence_and_popularity_baselines() -> None:
+    data = _interactions([[0, 1], [0, 1], [2, 1], [2, 2]])
+    cooc = cooccurrence_scorer(data, 3)
+    assert cooc(np.array([0]))[0].tolist() == [0, 2, 0]
+    assert popularity_scorer(data, 3)(np.array([0, 1]))[1].tolist() == [2, 3, 3]
