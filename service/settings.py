@@ -18,6 +18,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DUET_", extra="ignore", frozen=True)
 
     bundle: Path | None = Field(default=None, description="Bundle directory to serve.")
+    admin_bundle_root: Path | None = Field(
+        default=None,
+        description="Admin reloads may only name bundles under this directory; unset = anywhere.",
+    )
     redis_url: str | None = Field(
         default=None, description="redis://host:port/db; unset = embedded in-process store."
     )
