@@ -67,7 +67,11 @@ def create_app(settings: Settings) -> FastAPI:
         store = open_store(settings)
         app.state.settings = settings
         app.state.store = store
-        app.state.recommender = Recommender(store, concurrency=settings.request_concurrency)
+        app.state.recommender = Recommender(
+            store,
+            concurrency=settings.request_concurrency,
+            rating_threshold=settings.rating_threshold,
+        )
         app.state.arms = ArmTable()
         app.state.reloader = Reloader(
             app.state.arms,
