@@ -7,8 +7,8 @@ BUNDLE ?= bundles/demo
 
 .PHONY: redis install test lint typecheck check demo serve bench evaluate clean
 
-$(BIN)/activate: pyproject.toml
-	$(PY) -m venv $(VENV) && $(BIN)/pip install -q --upgrade pip && $(BIN)/pip install -q -e '.[train,dev,loadtest]' && touch $(BIN)/activate
+$(BIN)/activate: pyproject.toml constraints-dev.txt
+	$(PY) -m venv $(VENV) && $(BIN)/pip install -q --upgrade pip && $(BIN)/pip install -q -c constraints-dev.txt -e '.[train,dev,loadtest]' && touch $(BIN)/activate
 
 install: $(BIN)/activate redis
 

@@ -31,6 +31,13 @@ EVENT_TYPES = ("view", "click", "rating", "purchase")
 EVENT_WEIGHTS = (0.50, 0.35, 0.10, 0.05)
 
 
+def _rated(event: JsonBody, rng: random.Random) -> JsonBody:
+    """A rating event carries its value on the 0.5-5 scale (the service refuses one without)."""
+    if event["type"] == "rating":
+        event["value"] = rng.choice((1.0, 2.5, 3.5, 4.0, 5.0))
+    return event
+
+
 class CatalogError(RuntimeError):
     """The bundle the traffic is drawn from is missing or unreadable."""
 
@@ -219,14 +226,15 @@ class Traffic:
             user_id = rng.choice(list(itertools.islice(reversed(self._shown), 100)))
             shown = self._shown[user_id]
             if shown.item_ids:
-                return {
+                event: JsonBody = {
                     "user_id": user_id,
                     "item_id": rng.choice(shown.item_ids[:10]),
                     "type": kind,
                     "request_id": shown.request_id,
                 }
+                return _rated(event, rng)
         user_id, _ = self.user()
-        return {"user_id": user_id, "item_id": self.item(), "type": kind}
+        return _rated({"user_id": user_id, "item_id": self.item(), "type": kind}, rng)
 
     def similar_path(self) -> str:
         return f"/v1/items/{self.item()}/similar?k={self._rng.choice((10, 20))}"

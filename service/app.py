@@ -67,7 +67,11 @@ def create_app(settings: Settings) -> FastAPI:
         store = open_store(settings)
         app.state.settings = settings
         app.state.store = store
-        app.state.recommender = Recommender(store, concurrency=settings.request_concurrency)
+        app.state.recommender = Recommender(
+            store,
+            concurrency=settings.request_concurrency,
+            rating_threshold=settings.rating_threshold,
+        )
         app.state.arms = ArmTable()
         app.state.reloader = Reloader(
             app.state.arms,
@@ -135,7 +139,10 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> Res
         {"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg")}
         for e in exc.errors()
     ]
-    first = exc.errors()[0] if exc.errors() else {}
+    # a list of events over the limit also fails the one-event branch of the union; the limit
+    # is the error worth naming
+    errors = exc.errors()
+    first = next((e for e in errors if e.get("type") == "too_long"), errors[0] if errors else {})
     field = _field_name(first.get("loc", ("body",)), first.get("type", ""))
     message = f"{field}: {first.get('msg', 'invalid request')}"
     error = {"code": "invalid_input", "message": message, "field": field}

@@ -54,6 +54,10 @@ CACHE_REQUESTS = Counter(
 FALLBACKS = Counter("duet_fallbacks_total", "Answers not fully personalised.", ["reason"])
 EVENTS_INGESTED = Counter("duet_events_ingested_total", "Events accepted (202).", ["type"])
 EVENTS_REJECTED = Counter("duet_events_rejected_total", "Events refused.", ["reason"])
+SEEN_DROPPED = Counter(
+    "duet_seen_dropped_total",
+    "Oldest seen-set items dropped past DUET_SEEN_MAX_ITEMS (they may be recommended again).",
+)
 UNKNOWN_IDS = Counter("duet_unknown_ids_total", "Ids the serving bundle does not know.", ["kind"])
 BUNDLE_INFO = Gauge(
     "duet_bundle_info", "1 per arm for the bundle it serves.", ["arm", "version"],

@@ -75,6 +75,22 @@ class Event:
     type: str
     timestamp: float | None = None
     request_id: str | None = None
+    value: float | None = None
+
+
+NEGATIVE_EVENT_TYPES = frozenset({"dislike", "hide"})
+RATING_THRESHOLD = 3.5
+
+
+def is_positive(
+    event: Event,
+    negative_types: frozenset[str] = NEGATIVE_EVENT_TYPES,
+    rating_threshold: float = RATING_THRESHOLD,
+) -> bool:
+    """Positives feed the tower's history and the seen set; negatives only the seen set."""
+    if event.type in negative_types:
+        return False
+    return not (event.type == "rating" and (event.value or 0.0) < rating_threshold)
 
 
 def _known_rows(catalog: Catalog, ids: Iterable[str]) -> list[int]:
@@ -116,8 +132,17 @@ class Recommender:
     before the round trip, where it costs latency but not a false failure.
     """
 
-    def __init__(self, store: Store, *, concurrency: int = 8) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        concurrency: int = 8,
+        negative_types: frozenset[str] = NEGATIVE_EVENT_TYPES,
+        rating_threshold: float = RATING_THRESHOLD,
+    ) -> None:
         self.store = store
+        self._negative_types = negative_types
+        self._rating_threshold = rating_threshold
         self._pending: set[asyncio.Task[None]] = set()
         self._writes: list[EmbeddingWrite] = []
         self._gate = asyncio.Semaphore(concurrency)
@@ -147,6 +172,8 @@ class Recommender:
         _count_unknown("exclude_item", len(query.exclude_item_ids), len(excluded_known))
         excluded = set(history)
         excluded.update(excluded_known)
+        if state.seen:  # every item ever interacted with, not just the tower's window
+            excluded.update(_known_rows(catalog, state.seen))
         allowed = catalog.masks.allowed(query.item_filter)
         filtered = time.perf_counter()
         metrics.STAGE_FILTER.observe(filtered - fetched)
@@ -169,11 +196,12 @@ class Recommender:
         cacheable = not degraded and not query.history
         # a plain page (no exclusions or filters) is a pure function of its inputs: memoised
         plain = cacheable and not query.exclude_item_ids and query.item_filter is None
+        memo_inputs = (state.history, state.version, len(state.seen), state.seen[-1:])
         if cacheable:
             cached = state.embedding
             if cached is not None and len(cached) == encoder.dim * 4:
                 metrics.cache_counter(state.layer or layer, "hit").inc()
-                if plain and (page := arm.pages.get(query.user_id, query.k, state.history, cached)):
+                if plain and (page := arm.pages.get(query.user_id, query.k, memo_inputs, cached)):
                     metrics.PAGE_MEMO_HITS.inc()
                     return Recommendation(
                         request_id, query.user_id, bundle.version, arm.name, page, None
@@ -200,7 +228,7 @@ class Recommender:
         metrics.STAGE_SEARCH.observe(time.perf_counter() - looked_up)
         items = _items(catalog, rows, scores)
         if plain and cached is not None:
-            arm.pages.put(query.user_id, query.k, state.history, cached, items)
+            arm.pages.put(query.user_id, query.k, memo_inputs, cached, items)
         return Recommendation(request_id, query.user_id, bundle.version, arm.name, items, fallback)
 
     def _cache_later(self, write: EmbeddingWrite) -> None:
@@ -322,9 +350,17 @@ class Recommender:
             _count_unknown("event_item", unknown, 0)
         try:
             async with self._gate:  # same reason as recommend: keep loop lag out of the deadline
-                await self.store.append_events([(e.user_id, e.item_id) for e in ordered])
+                dropped = await self.store.append_events(
+                    [(e.user_id, e.item_id) for e in ordered if self._positive(e)],
+                    negatives=[(e.user_id, e.item_id) for e in ordered if not self._positive(e)],
+                )
         except StoreUnavailableError:
             metrics.EVENTS_REJECTED.labels("store_unavailable").inc(len(events))
             raise
+        if dropped:
+            metrics.SEEN_DROPPED.inc(dropped)
         for event in ordered:
             metrics.EVENTS_INGESTED.labels(event.type).inc()
+
+    def _positive(self, event: Event) -> bool:
+        return is_positive(event, self._negative_types, self._rating_threshold)

@@ -18,6 +18,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DUET_", extra="ignore", frozen=True)
 
     bundle: Path | None = Field(default=None, description="Bundle directory to serve.")
+    admin_bundle_root: Path | None = Field(
+        default=None,
+        description="Admin reloads may only name bundles under this directory; unset = anywhere.",
+    )
     redis_url: str | None = Field(
         default=None, description="redis://host:port/db; unset = embedded in-process store."
     )
@@ -45,6 +49,16 @@ class Settings(BaseSettings):
     cache_ttl_seconds: int = Field(default=3_600, ge=1, le=30 * 86_400)
     history_length: int = Field(default=200, ge=1, le=10_000)
     history_ttl_seconds: int = Field(default=90 * 86_400, ge=60, le=3_650 * 86_400)
+    seen_max_items: int = Field(
+        default=10_000,
+        ge=1,
+        le=1_000_000,
+        description="Seen set per user (never recommended again); oldest dropped past it. "
+        "Same TTL as the history.",
+    )
+    rating_threshold: float = Field(
+        default=3.5, ge=0.5, le=5.0, description="A rating below it is a negative event."
+    )
     local_cache_size: int = Field(
         default=10_000, ge=0, le=10_000_000, description="Users (history + embeddings) in-process."
     )

@@ -20,7 +20,7 @@ from service.api.routing import BodyErrorsAreInput
 from service.api.schemas import COMMON_RESPONSES, ErrorResponse
 from service.arms import ArmRouter, ArmTable
 from service.catalog.sampling import MAX_SAMPLE, sample_ids
-from service.errors import NotReadyError, RequestError
+from service.errors import InvalidInputError, NotReadyError, RequestError
 from service.experiments import ExperimentRouter
 from service.lifecycle import Reloader
 from service.settings import Settings
@@ -61,6 +61,33 @@ class ReloadRequest(BaseModel):
         max_length=4096,
         description="Bundle directory; relative to the experiment config's directory.",
     )
+
+
+MAX_PATH_CHARS = 4096
+
+
+def admin_path(value: str | None, field: str, root: Path | None) -> Path | None:
+    """A path from the admin API, refused (422 naming `field`) before any file call sees it.
+
+    NUL bytes make `os` calls raise ValueError deep in a reload (a 500); over-long paths and
+    paths resolving outside `root` (when set) are refused the same way.
+    """
+    if value is None:
+        return None
+    if "\x00" in value:
+        raise InvalidInputError(f"{field}: must not contain NUL bytes", field=field)
+    if len(value) > MAX_PATH_CHARS or any(len(part) > 255 for part in Path(value).parts):
+        raise InvalidInputError(
+            f"{field}: longer than {MAX_PATH_CHARS} characters or a 255-character name",
+            field=field,
+        )
+    path = Path(value)
+    if root is not None:
+        resolved_root = root.resolve()
+        target = (path if path.is_absolute() else resolved_root / path).resolve()
+        if not target.is_relative_to(resolved_root):
+            raise InvalidInputError(f"{field}: outside the allowed bundle root", field=field)
+    return path
 
 
 def describe(router: ArmRouter | None) -> dict[str, Any]:
@@ -125,9 +152,9 @@ async def reload_bundles(
     request: Request, body: Annotated[ReloadRequest | None, Body()] = None
 ) -> dict[str, Any]:
     body = body or ReloadRequest()
-    outcome = await _reloader(request).reload(
-        arm=body.arm, bundle=Path(body.bundle) if body.bundle else None
-    )
+    settings: Settings = request.app.state.settings
+    bundle = admin_path(body.bundle, "bundle", settings.admin_bundle_root)
+    outcome = await _reloader(request).reload(arm=body.arm, bundle=bundle)
     return {
         "status": "reloaded",
         "loaded": list(outcome.loaded),

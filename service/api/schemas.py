@@ -25,7 +25,10 @@ Genre = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 K = Annotated[int, Field(ge=1, le=MAX_K, description="How many items to return.")]
 Year = Annotated[int, Field(ge=0, le=3_000)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-EventType = Literal["view", "click", "rating", "purchase", "add_to_cart", "like", "play"]
+EventType = Literal[
+    "view", "click", "rating", "purchase", "add_to_cart", "like", "play", "dislike", "hide"
+]
+RATING_SCALE = (0.5, 5.0)  # MovieLens' scale; a rating outside it is refused
 
 
 class _Strict(BaseModel):
@@ -114,8 +117,18 @@ class EventIn(_Strict):
     request_id: Annotated[str, StringConstraints(max_length=64)] | None = None
     value: FiniteFloat | None = Field(default=None, description="E.g. the rating given.")
 
+    @model_validator(mode="after")
+    def _rating_on_the_scale(self) -> Self:
+        if self.type == "rating":
+            low, high = RATING_SCALE
+            if self.value is None or not low <= self.value <= high:
+                raise ValueError(f"value: a rating needs a value in [{low}, {high}]")
+        return self
+
     def to_domain(self) -> Event:
-        return Event(self.user_id, self.item_id, self.type, self.timestamp, self.request_id)
+        return Event(
+            self.user_id, self.item_id, self.type, self.timestamp, self.request_id, self.value
+        )
 
 
 EventsBody = EventIn | Annotated[list[EventIn], Field(min_length=1, max_length=MAX_EVENTS)]

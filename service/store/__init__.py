@@ -32,6 +32,7 @@ def open_store(settings: Settings) -> Store:
             history_length=settings.history_length,
             cache_ttl_seconds=settings.cache_ttl_seconds,
             max_embeddings=settings.local_cache_size,
+            seen_max_items=settings.seen_max_items,
         )
     breaker = CircuitBreaker(
         failures=settings.breaker_failures,
@@ -47,4 +48,5 @@ def open_store(settings: Settings) -> Store:
         cache_ttl_seconds=settings.cache_ttl_seconds,
         breaker=breaker,
         local_cache_size=settings.local_cache_size,
+        seen_max_items=settings.seen_max_items,
     )

@@ -27,6 +27,9 @@ class UserState:
     embedding: bytes | None
     layer: str = ""
     """Where the embedding came from ("local", "redis"); "" = the store's own backend."""
+    seen: tuple[str, ...] = ()
+    """Every item the user interacted with (bounded, oldest dropped): never recommended again.
+    Apart from `history`, which is only the tower's recent window of positives."""
 
 
 EMPTY_STATE = UserState(history=(), version=0, embedding=None)
@@ -73,8 +76,14 @@ class Store(ABC):
         await self.cache_embeddings([EmbeddingWrite(user_id, bundle_version, version, embedding)])
 
     @abstractmethod
-    async def append_events(self, events: Sequence[tuple[str, str]]) -> None:
-        """Append `(user_id, item_id)` pairs, in order, atomically; bump each user's version."""
+    async def append_events(
+        self, events: Sequence[tuple[str, str]], *, negatives: Sequence[tuple[str, str]] = ()
+    ) -> int:
+        """Append `(user_id, item_id)` pairs, in order, atomically; bump each user's version.
+
+        `events` (positives) go to the history and the seen set; `negatives` (dislike, hide) to
+        the seen set only, never to the tower. Returns how many seen items fell off the bound.
+        """
 
     @abstractmethod
     async def health(self) -> StoreHealth: ...

@@ -368,3 +368,18 @@ async def test_bad_config_at_startup(config: Path, redis_url: str) -> None:
     with pytest.raises(ReloadRejectedError, match="no bundle directory"):
         async with serve(several):
             pass
+
+
+@pytest.mark.parametrize(
+    ("bundle", "why"),
+    [("v2\x00", "NUL"), ("v" * 5000, "4096"), ("x/" + "n" * 300, "4096"), ("../..", "outside")],
+)
+async def test_admin_paths_are_validated_before_any_file_call(
+    bundle_dir: Path, tmp_path: Path, bundle: str, why: str
+) -> None:
+    settings = Settings(bundle=bundle_dir, admin_token=TOKEN, admin_bundle_root=tmp_path)
+    async with serve(settings) as (_, client):
+        response = await client.post("/admin/bundles/reload", headers=AUTH, json={"bundle": bundle})
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == "bundle"
+    assert why in response.json()["error"]["message"]

@@ -64,6 +64,7 @@ async def test_too_many_events_are_refused(client: httpx.AsyncClient) -> None:
     events = [{"user_id": "u", "item_id": "1", "type": "view"}] * 1001
     response = await client.post("/v1/events", json=events)
     assert response.status_code == 422
+    assert "1000" in response.json()["error"]["message"]
 
 
 async def test_oversize_bodies_are_413(bundle_dir: Path) -> None:

@@ -79,3 +79,64 @@ async def test_events_are_counted_by_type(client: httpx.AsyncClient, bundle_dir:
         before, "duet_events_ingested_total", type="rating"
     )
     assert delta == 3
+
+
+async def test_a_thousand_interactions_are_never_recommended(
+    client: httpx.AsyncClient, bundle_dir: Path
+) -> None:
+    """1,000 events over 380 items: most fall out of the tower's 200-item window, none is shown."""
+    catalog = [item["item_id"] for item in items(bundle_dir)]
+    seen = catalog[:380]
+    events = [
+        {"user_id": "heavy", "item_id": seen[n % len(seen)], "type": "view", "timestamp": n}
+        for n in range(1_000)
+    ]
+    assert (await client.post("/v1/events", json=events)).status_code == 202
+    for k in (5, 20, 50):  # the page memo's second answer too
+        for _ in range(2):
+            body = (await client.post("/v1/recommend", json={"user_id": "heavy", "k": k})).json()
+            returned = {i["item_id"] for i in body["items"]}
+            assert returned, body
+            assert not returned & set(seen)
+            assert returned <= set(catalog[380:])
+
+
+async def test_negative_events_exclude_but_never_feed_the_tower(
+    client: httpx.AsyncClient, bundle_dir: Path
+) -> None:
+    user = users(bundle_dir)[20]
+    first = (await client.post("/v1/recommend", json={"user_id": user, "k": 10})).json()
+    top = [i["item_id"] for i in first["items"]]
+    events = [
+        {"user_id": user, "item_id": top[0], "type": "dislike"},
+        {"user_id": user, "item_id": top[1], "type": "hide"},
+        {"user_id": user, "item_id": top[2], "type": "rating", "value": 1.0},
+    ]
+    assert (await client.post("/v1/events", json=events)).status_code == 202
+    after = (await client.post("/v1/recommend", json={"user_id": user, "k": 10})).json()
+    returned = [i["item_id"] for i in after["items"]]
+    assert not set(top[:3]) & set(returned)
+    assert returned[:7] == top[3:]  # same embedding (nothing fed to the tower): same order
+
+
+async def test_event_types_and_ratings_are_validated(client: httpx.AsyncClient) -> None:
+    unknown = await client.post("/v1/events", json={"user_id": "u", "item_id": "1", "type": "zap"})
+    assert unknown.status_code == 422
+    assert "dislike" in unknown.json()["error"]["message"]
+    for value in (0.0, 5.5, None):
+        event = {"user_id": "u", "item_id": "1", "type": "rating", "value": value}
+        response = await client.post("/v1/events", json=event)
+        assert response.status_code == 422
+        assert "[0.5, 5.0]" in response.json()["error"]["message"]
+
+
+async def test_an_event_for_an_item_the_bundle_lacks_is_stored_and_counted(
+    client: httpx.AsyncClient,
+) -> None:
+    before = metric(
+        (await client.get("/metrics")).text, "duet_unknown_ids_total", kind="event_item"
+    )
+    event = {"user_id": "u", "item_id": "not-in-bundle", "type": "click"}
+    assert (await client.post("/v1/events", json=event)).status_code == 202
+    after = metric((await client.get("/metrics")).text, "duet_unknown_ids_total", kind="event_item")
+    assert after == before + 1

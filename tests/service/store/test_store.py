@@ -12,12 +12,15 @@ from service.store import MemoryStore, RedisStore, Store
 from service.store.breaker import CircuitBreaker
 
 HISTORY_LENGTH = 5
+SEEN_MAX = 12
 
 
 @pytest_asyncio.fixture(params=["memory", "redis", "redis+local"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
     if request.param == "memory":
-        yield MemoryStore(history_length=HISTORY_LENGTH, cache_ttl_seconds=60)
+        yield MemoryStore(
+            history_length=HISTORY_LENGTH, cache_ttl_seconds=60, seen_max_items=SEEN_MAX
+        )
         return
     url = request.getfixturevalue("redis_url")
     redis_store = RedisStore(
@@ -29,6 +32,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
         cache_ttl_seconds=60,
         breaker=CircuitBreaker(failures=3, cooldown_seconds=1),
         local_cache_size=100 if request.param == "redis+local" else 0,
+        seen_max_items=SEEN_MAX,
     )
     yield redis_store
     await redis_store.close()
@@ -87,3 +91,28 @@ async def test_a_late_cache_write_from_an_old_version_is_never_served(store: Sto
 
 async def test_health_reports_up(store: Store) -> None:
     assert await store.health() == "up"
+
+
+async def test_seen_set_keeps_more_than_the_history_and_drops_the_oldest(store: Store) -> None:
+    dropped = await store.append_events([("u", str(i)) for i in range(SEEN_MAX + 3)])
+    state = await store.fetch("u", "v1")
+    assert dropped == 3
+    assert state.history == tuple(str(i) for i in range(SEEN_MAX - 2, SEEN_MAX + 3))
+    assert state.seen == tuple(str(i) for i in range(3, SEEN_MAX + 3))
+
+
+async def test_negatives_join_the_seen_set_but_never_the_history(store: Store) -> None:
+    await store.append_events([("u", "1")])
+    before = await store.fetch("u", "v1")
+    await store.append_events([("u", "2")], negatives=[("u", "3"), ("w", "4")])
+    state = await store.fetch("u", "v1")
+    assert state.history == ("1", "2")
+    assert state.seen == ("1", "2", "3")
+    assert state.version > before.version
+    assert (await store.fetch("w", "v1")).seen == ("4",)
+    assert (await store.fetch("w", "v1")).history == ()
+
+
+async def test_a_repeat_interaction_makes_an_item_the_newest_seen(store: Store) -> None:
+    await store.append_events([("u", "1"), ("u", "2"), ("u", "1")])
+    assert (await store.fetch("u", "v1")).seen == ("2", "1")
