@@ -115,7 +115,7 @@ async def simulate(
     """Run the loop for `users` (stopping at `time_limit`); the service's report and our tally."""
     deadline = time.monotonic() + time_limit
     history = [
-        {"user_id": user.user_id, "item_id": item, "type": "rating", "timestamp": float(stamp)}
+        {"user_id": user.user_id, "item_id": item, "type": "view", "timestamp": float(stamp)}
         for user in users
         for item, stamp in user.history
     ]

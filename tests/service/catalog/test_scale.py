@@ -102,10 +102,10 @@ def test_workers_loading_longer_than_the_health_check_are_not_restarted(
     scale_dir: Path, tmp_path: Path
 ) -> None:
     """uvicorn's supervisor kills a worker that misses a ping: a worker must keep answering
-    while it loads. Thirty arms on thirty copies (hard links: distinct bundles, one page cache)
+    while it loads. Sixteen arms on sixteen copies (hard links: distinct bundles, one page cache)
     take several health-check timeouts to load."""
     arms = []
-    copies = 30
+    copies = 16  # the most arms an experiment may have
     for i in range(copies):
         shutil.copytree(scale_dir, tmp_path / f"b{i}", copy_function=os.link)
         arms.append(f'[[arms]]\nname = "a{i}"\nweight = 1\nbundle = "b{i}"\n')
@@ -115,7 +115,7 @@ def test_workers_loading_longer_than_the_health_check_are_not_restarted(
     for i in range(copies):
         load_bundle(tmp_path / f"b{i}")
     load_seconds = time.perf_counter() - started
-    healthcheck = 0.3
+    healthcheck = 0.15
     assert load_seconds > 3 * healthcheck  # the premise of the test
     port = free_port()
     env = {
@@ -140,12 +140,12 @@ def test_workers_loading_longer_than_the_health_check_are_not_restarted(
             if ready == 200:
                 break
             time.sleep(0.2)
-        assert ready == 200
         # both workers up: keep asking until each pid answered once
         time.sleep(2 * load_seconds)
     finally:
         process.terminate()
         _, log = process.communicate(timeout=30)
+    assert ready == 200, log[-3000:]
     starts = re.findall(r"Started server process \[(\d+)\]", log)
     assert "died" not in log, log[-2000:]
     assert len(starts) == 2, log[-2000:]
