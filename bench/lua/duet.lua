@@ -84,6 +84,18 @@ function M.search_requests(users, items, genre)
   end)
 end
 
+-- The whole search scenario (wrk's globals), optionally filtered on `genre`.
+function M.search_scenario(genre)
+  setup, done, delay = M.setup, M.done, M.delay
+  local next_request
+  init = function(args)
+    M.seed()
+    next_request = M.search_requests(M.read_lines("DUET_BENCH_USERS"),
+      M.read_lines("DUET_BENCH_ITEMS"), genre)
+  end
+  request = function() return next_request() end
+end
+
 function M.new_user_request(user, items)  -- a user never seen before, 10-item session history
   return M.post("/v1/recommend", '{"user_id": ' .. M.quote(user) .. ', "k": 10, ' ..
     '"history": ' .. M.id_list(items, 10) .. '}')
