@@ -331,6 +331,7 @@ def _manifest(
             "recall_at_100": round(built.recall_at_100, 6),
             "recall_at_10": round(built.recall_at_10, 6),
             "latency_ms_per_query": round(built.latency_ms, 4),
+            "recall_queries": built.queries,
         },
         "user_tower": {
             "file": "user_tower.onnx",

@@ -30,6 +30,8 @@ class IndexSpec(_Strict):
     recall_at_100: float | None = Field(default=None, ge=0, le=1)
     recall_at_10: float | None = Field(default=None, ge=0, le=1)
     latency_ms_per_query: float | None = Field(default=None, ge=0)
+    # user-tower queries the search knob was tuned on, and the held-out ones the recall is from
+    recall_queries: dict[str, int] | None = None
 
 
 class CatalogSpec(_Strict):
