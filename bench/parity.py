@@ -53,6 +53,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument(
+        "--baselines", action="store_true", help="also popularity, ItemKNN, EASE offline"
+    )
     return parser.parse_args(argv)
 
 
@@ -146,7 +149,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         dataset,
         config=config,
         positive_threshold=threshold,
-        with_baselines=False,
+        with_baselines=args.baselines,
         progress=args.progress,
     )
     trained = time.perf_counter() - started
@@ -176,6 +179,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "offline_users": int(np.unique(found.held.targets.user).size),
         "held_out_users": found.held.num_users,
         "train_seconds": round(trained, 1),
+        "offline": found.metrics,
+        "baseline_params": found.extra.get("baseline_params"),
         "config": asdict(config)["tower"],
     }
 
