@@ -58,4 +58,3 @@ def test_the_bundle_pattern_keeps_paths_under_the_root(tmp_path: Path) -> None:
     outside = ["..", "../x", "a/../../b", "/", "/etc", f"{tmp_path}x", "a" * 256]
     assert all(re.match(pattern, path) for path in inside)
     assert not any(re.match(pattern, path) for path in outside)
-
