@@ -109,6 +109,16 @@ def _dataset(args: argparse.Namespace) -> Dataset:
     return positives_only(dataset, args.rating_threshold if args.low_ratings_negative else None)
 
 
+def _strong_settings(args: argparse.Namespace, dataset: Dataset) -> tuple[float | None, ...]:
+    """Every interaction positive, and (when the weights are ratings on both sides of the
+    threshold) low ratings negative; none without --strong."""
+    if not args.strong:
+        return ()
+    weights = dataset.interactions.weight
+    rated = len(weights) > 0 and weights.min() < args.rating_threshold <= weights.max()
+    return (None, args.rating_threshold) if rated else (None,)
+
+
 def _build(args: argparse.Namespace) -> int:
     from models.pipeline import build  # noqa: PLC0415 - keeps `--help` free of torch
     from models.report import plot_report, render_table, write_report  # noqa: PLC0415
@@ -154,7 +164,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         losses=losses,
         with_baselines=not args.no_baselines,
         progress=not args.no_progress,
-        strong=(None, args.rating_threshold) if args.strong else (),
+        strong=_strong_settings(args, dataset),
         positive_threshold=args.rating_threshold if args.low_ratings_negative else None,
     )
     print(render_table(result.metrics))
