@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA_DIR ?= ../shared/data
 BUNDLE ?= bundles/demo
 
-.PHONY: redis install test lint typecheck check demo serve bench evaluate clean
+.PHONY: redis install test lint typecheck check demo serve bench evaluate parity clean
 
 $(BIN)/activate: pyproject.toml constraints-dev.txt
 	$(PY) -m venv $(VENV) && $(BIN)/pip install -q --upgrade pip && $(BIN)/pip install -q -c constraints-dev.txt -e '.[train,dev,loadtest]' && touch $(BIN)/activate
@@ -34,6 +34,12 @@ demo: $(BUNDLE)/manifest.json
 
 evaluate: install
 	$(BIN)/python -m models evaluate --dataset ml-latest-small --json reports/ml-latest-small.json
+
+# Strong generalization served over HTTP equals the offline figure (docs/strong-generalization.md).
+PARITY_DATASET ?= ml-latest-small
+PARITY_ARGS ?=
+parity: install
+	$(BIN)/python bench/parity.py --dataset $(PARITY_DATASET) $(PARITY_ARGS)
 
 clean:
 	rm -rf $(VENV) bundles .pytest_cache .mypy_cache .ruff_cache

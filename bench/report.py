@@ -11,6 +11,7 @@ from typing import Any
 SCENARIOS = {
     "hello": "GET /hello, bare FastAPI app (baseline)",
     "recommend_warm": "POST /v1/recommend, known users, warm cache",
+    "recommend_warm_seen": "POST /v1/recommend, as above, each user with a 200-item seen set",
     "recommend_filters": "POST /v1/recommend, known users, filters + exclusions",
     "recommend_cold": "POST /v1/recommend, new user + 10-item history (cache miss)",
     "retrieve": "POST /v1/retrieve, by item or by history",

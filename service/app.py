@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from service import metrics
-from service.api import ROUTERS
+from service.api import ROUTERS, openapi
 from service.api.fastlane import FastLane
 from service.api.middleware import ServingMiddleware
 from service.api.responses import error_response
@@ -114,6 +114,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     for router in ROUTERS:
         app.include_router(router)
+    openapi.install(app)
     app.add_exception_handler(DuetError, _duet_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
     app.add_middleware(FastLane)  # inside ServingMiddleware: limits and metrics apply

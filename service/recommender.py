@@ -170,10 +170,17 @@ class Recommender:
         _count_unknown("history_item", len(history_ids), len(history))
         excluded_known = _known_rows(catalog, query.exclude_item_ids)
         _count_unknown("exclude_item", len(query.exclude_item_ids), len(excluded_known))
-        excluded = set(history)
-        excluded.update(excluded_known)
-        if state.seen:  # every item ever interacted with, not just the tower's window
-            excluded.update(_known_rows(catalog, state.seen))
+
+        def exclusions() -> set[int]:
+            """History, request exclusions and the seen set (every item ever interacted with,
+            not just the tower's window): built only past the page memo, whose key carries the
+            seen set's size and newest item, so a memo hit pays nothing per seen item."""
+            excluded = set(history)
+            excluded.update(excluded_known)
+            if state.seen:
+                excluded.update(_known_rows(catalog, state.seen))
+            return excluded
+
         allowed = catalog.masks.allowed(query.item_filter)
         filtered = time.perf_counter()
         metrics.STAGE_FILTER.observe(filtered - fetched)
@@ -184,7 +191,7 @@ class Recommender:
             metrics.FALLBACKS.labels("store_unavailable").inc()
         if user_idx == 0 and not history:
             metrics.FALLBACKS.labels("cold_start").inc()
-            items = _popular(catalog, query.k, excluded, allowed)
+            items = _popular(catalog, query.k, exclusions(), allowed)
             metrics.STAGE_SEARCH.observe(time.perf_counter() - filtered)
             return Recommendation(
                 request_id, query.user_id, bundle.version, arm.name, items, "cold_start"
@@ -223,7 +230,7 @@ class Recommender:
                     EmbeddingWrite(query.user_id, bundle.version, state.version, cached)
                 )
         rows, scores = rank(
-            bundle, arm.policy, arm.search, vector, query.k, excluded=excluded, allowed=allowed
+            bundle, arm.policy, arm.search, vector, query.k, excluded=exclusions(), allowed=allowed
         )
         metrics.STAGE_SEARCH.observe(time.perf_counter() - looked_up)
         items = _items(catalog, rows, scores)

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from service.catalog.filters import ItemFilter
 from service.recommender import Event, RecommendQuery
@@ -22,9 +29,26 @@ MAX_EMBEDDING_DIM = 4_096
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Genre = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-K = Annotated[int, Field(ge=1, le=MAX_K, description="How many items to return.")]
-Year = Annotated[int, Field(ge=0, le=3_000)]
+
+
+def _whole(value: object) -> object:
+    """JSON Schema's integers include 3.0: accept a float with no fraction, as its int."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# the validator last: it wraps (and runs before) the integer check and its bounds
+K = Annotated[
+    int,
+    Field(ge=1, le=MAX_K, description="How many items to return."),
+    BeforeValidator(_whole),
+]
+Year = Annotated[int, Field(ge=0, le=3_000), BeforeValidator(_whole)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+FLOAT32_MAX = 3.4028234663852886e38
+# an embedding value must survive the cast to float32 (1e300 would become infinite)
+Float32 = Annotated[float, Field(allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
 EventType = Literal[
     "view", "click", "rating", "purchase", "add_to_cart", "like", "play", "dislike", "hide"
 ]
@@ -36,17 +60,13 @@ class _Strict(BaseModel):
 
 
 class Filters(_Strict):
+    """Years are an inclusive range; `year_min > year_max` is an empty range (an empty page):
+    JSON Schema cannot relate two fields, so the schema could not promise a 422 for it."""
+
     genres_any: list[Genre] | None = Field(default=None, max_length=64)
     genres_none: list[Genre] | None = Field(default=None, max_length=64)
     year_min: Year | None = None
     year_max: Year | None = None
-
-    @model_validator(mode="after")
-    def _ordered_years(self) -> Self:
-        low, high = self.year_min, self.year_max
-        if low is not None and high is not None and low > high:
-            raise ValueError("filters.year_min is greater than filters.year_max")
-        return self
 
     def to_domain(self) -> ItemFilter:
         return ItemFilter(
@@ -88,7 +108,7 @@ class RetrieveRequest(_Strict):
     """Exactly one of `item_id`, `embedding` or `history` is the query."""
 
     item_id: Id | None = None
-    embedding: list[FiniteFloat] | None = Field(
+    embedding: list[Float32] | None = Field(
         default=None, min_length=1, max_length=MAX_EMBEDDING_DIM
     )
     history: list[Id] | None = Field(default=None, min_length=1, max_length=MAX_IDS)
