@@ -14,19 +14,27 @@ from workers. While a worker loads a bundle it still answers the supervisor's he
 bounds how long the supervisor waits for a ping.
 
 With more than one worker, Prometheus needs a shared multiprocess directory: it is created (or
-emptied) here, before any worker imports prometheus_client.
+emptied) here, before any worker imports prometheus_client; so is the directory where each
+worker marks itself ready (`DUET_WORKER_STATE_DIR`, see service/readiness.py), so that the
+pod's /readyz means every worker is ready.
+
+Bad settings, or a `DUET_REDIS_MODE` that contradicts the server, stop the command with one
+line naming the setting (exit status 2) before any worker starts.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import uvicorn
+from pydantic import ValidationError
 
 from service.settings import Settings
+from service.store.clients import RedisModeError, check_mode
 
 # by name: each worker imports it after the metrics directory exists (it imports the metrics)
 HTTP_PROTOCOL = "service.api.early_shed:EarlySheddingProtocol"
@@ -43,14 +51,42 @@ def _prepare_multiprocess_metrics() -> None:
         stale.unlink()
 
 
+def _prepare_worker_marks() -> None:
+    directory = os.environ.get("DUET_WORKER_STATE_DIR")
+    if directory is None:
+        os.environ["DUET_WORKER_STATE_DIR"] = tempfile.mkdtemp(prefix="duet-workers-")
+        return
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.ready"):
+        stale.unlink()
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        settings = Settings()
+        check_mode(settings)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"DUET_{'_'.join(str(p) for p in e['loc']).upper() or 'SETTINGS'}: "
+            f"{str(e['msg']).removeprefix('Value error, ')}"
+            for e in error.errors(include_url=False)
+        )
+        sys.exit(f"duet: invalid settings: {problems}")
+    except RedisModeError as error:
+        sys.exit(f"duet: {error.message}")
+    return settings
+
+
 def main() -> None:
-    settings = Settings()
+    settings = _settings_or_exit()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if settings.workers > 1:
         _prepare_multiprocess_metrics()
+        _prepare_worker_marks()
     uvicorn.run(
         "service.app:app_from_env",
         factory=True,

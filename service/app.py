@@ -7,6 +7,7 @@ line), so an orchestrator never routes traffic to it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
@@ -30,9 +31,11 @@ from service.broadcast import ReloadFanout
 from service.errors import DuetError
 from service.exposures import open_exposure_log
 from service.lifecycle import Reloader, ReloadRejectedError, install_sighup
+from service.readiness import WorkerMarks
 from service.recommender import Recommender
 from service.settings import Settings
-from service.store import open_store
+from service.store import Store, open_store
+from service.store.clients import check_mode
 from service.tracking import ExperimentTracker
 
 log = logging.getLogger("service")
@@ -58,12 +61,23 @@ async def _load(app: FastAPI, settings: Settings) -> None:
         log.info("ready: arm %s serves bundle %s", arm.name, arm.bundle.version)
 
 
+async def _mark_when_ready(app: FastAPI, store: Store, marks: WorkerMarks) -> None:
+    """Until this worker serves a bundle and its store answered: probe every 0.25 s, then mark it
+    ready for the pod's /readyz (several workers) and stop."""
+    while app.state.arms.current is None or not store.reached:
+        if not store.reached:
+            await store.health()
+        await asyncio.sleep(0.25)
+    marks.mark_ready()
+
+
 def create_app(settings: Settings) -> FastAPI:
     shedder = Shedder(max_inflight=settings.max_inflight, max_queue_ms=settings.max_queue_ms)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         faiss.omp_set_num_threads(1)
+        await asyncio.to_thread(check_mode, settings)  # RedisModeError: one line, no start
         store = open_store(settings)
         app.state.settings = settings
         app.state.store = store
@@ -86,13 +100,17 @@ def create_app(settings: Settings) -> FastAPI:
         await _load(app, settings)
         uninstall_sighup = install_sighup(app.state.reloader)
         fanout = None
-        if settings.redis_url is not None:
-            fanout = ReloadFanout(settings.redis_url, app.state.reloader, timeout_seconds=1.0)
+        if settings.uses_redis:
+            fanout = ReloadFanout(settings, app.state.reloader, timeout_seconds=1.0)
             fanout.start()
         app.state.fanout = fanout
+        marks = app.state.worker_marks = WorkerMarks(settings.worker_state_dir, settings.workers)
+        watcher = asyncio.get_running_loop().create_task(_mark_when_ready(app, store, marks))
         try:
             yield {SHEDDER_STATE: shedder}  # lifespan state: the HTTP protocol sheds with it
         finally:
+            watcher.cancel()
+            marks.clear()
             uninstall_sighup()
             if fanout is not None:
                 await fanout.stop()
