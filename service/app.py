@@ -29,7 +29,7 @@ from service.api.shedding import SHEDDER_STATE, Shedder
 from service.arms import ArmTable
 from service.broadcast import ReloadFanout
 from service.errors import DuetError
-from service.exposures import open_exposure_log
+from service.exposures import ExposureLog, open_exposure_log
 from service.lifecycle import Reloader, ReloadRejectedError, install_sighup
 from service.readiness import WorkerMarks
 from service.recommender import Recommender
@@ -61,14 +61,20 @@ async def _load(app: FastAPI, settings: Settings) -> None:
         log.info("ready: arm %s serves bundle %s", arm.name, arm.bundle.version)
 
 
-async def _mark_when_ready(app: FastAPI, store: Store, marks: WorkerMarks) -> None:
-    """Until this worker serves a bundle and its store answered: probe every 0.25 s, then mark it
-    ready for the pod's /readyz (several workers) and stop."""
-    while app.state.arms.current is None or not store.reached:
-        if not store.reached:
-            await store.health()
+async def _mark_when_ready(
+    app: FastAPI, store: Store, exposures: ExposureLog, marks: WorkerMarks
+) -> None:
+    """Until this worker serves a bundle and its Redis answered (the store, and the exposure
+    log's cluster discovery): probe every 0.25 s, then mark it ready and stop."""
+    while True:
+        if not app.state.redis_reached:
+            if not store.reached:
+                await store.health()
+            app.state.redis_reached = store.reached and await exposures.connect()
+        if app.state.redis_reached and app.state.arms.current is not None:
+            marks.mark_ready()
+            return
         await asyncio.sleep(0.25)
-    marks.mark_ready()
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -105,7 +111,10 @@ def create_app(settings: Settings) -> FastAPI:
             fanout.start()
         app.state.fanout = fanout
         marks = app.state.worker_marks = WorkerMarks(settings.worker_state_dir, settings.workers)
-        watcher = asyncio.get_running_loop().create_task(_mark_when_ready(app, store, marks))
+        app.state.redis_reached = not settings.uses_redis
+        watcher = asyncio.get_running_loop().create_task(
+            _mark_when_ready(app, store, exposures, marks)
+        )
         try:
             yield {SHEDDER_STATE: shedder}  # lifespan state: the HTTP protocol sheds with it
         finally:

@@ -112,6 +112,10 @@ class ExposureLog(ABC):
     async def recent(self, count: int) -> list[dict[str, Any]]:
         """The last `count` exposure records, newest first."""
 
+    async def connect(self) -> bool:
+        """Ready to write (a cluster client has discovered its nodes); bounded."""
+        return True
+
     async def close(self) -> None:
         return None
 
@@ -435,6 +439,9 @@ class RedisExposureLog(ExposureLog):
 
         merged.sort(key=stream_id, reverse=True)
         return [orjson.loads(fields[b"record"]) for _, fields in merged[:count]]
+
+    async def connect(self) -> bool:
+        return await self._discovery.wait()
 
     async def close(self) -> None:
         await self._discovery.close()

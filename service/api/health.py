@@ -32,7 +32,7 @@ async def readyz(request: Request) -> JSONResponse:
     reason = None
     if router is None:
         reason = request.app.state.not_ready_reason
-    elif not store.reached:
+    elif not (store.reached and request.app.state.redis_reached):
         reason = "Redis has not answered since start"
     elif workers["ready"] < workers["expected"]:
         reason = f"{workers['ready']} of {workers['expected']} workers ready"

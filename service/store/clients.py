@@ -35,6 +35,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
+from redis.retry import Retry as SyncRetry
 
 from service.errors import DuetError
 from service.settings import Settings
@@ -288,7 +289,8 @@ def check_mode(settings: Settings, *, timeout_s: float = 1.0) -> None:
     try:
         node = redis.Redis.from_url(
             settings.redis_url if settings.redis_mode == "single" else _node0(settings.redis_url),
-            socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=_no_retry(),
+            socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+            retry=SyncRetry(NoBackoff(), 0),
         )  # fmt: skip
         with node:
             info = node.info("cluster")
