@@ -150,6 +150,24 @@ class LocalCluster:
         )
         return time.monotonic() - started
 
+    def wait_takeover(self, port: int, seconds: float = 30) -> float:
+        """Until the killed master `port` is flagged failed, its slots served by a promoted
+        replica, and every live node says cluster_state:ok; the time taken."""
+        started = time.monotonic()
+
+        def taken_over() -> bool:
+            try:
+                with self.alive()[0].client(0.3) as client:
+                    nodes = client.cluster("nodes")
+            except (redis.RedisError, OSError):
+                return False
+            dead = [i for a, i in nodes.items() if a.split("@")[0].endswith(f":{port}")]
+            return bool(dead) and "fail" in dead[0]["flags"].split(",") and not dead[0]["slots"]
+
+        self._until(lambda: taken_over() and all(self._state_ok(n) for n in self.alive()),
+                    seconds, f"no replica took over from :{port}")  # fmt: skip
+        return time.monotonic() - started
+
     def master_ports(self) -> list[int]:
         """Ports of the live masters that serve slots, as the cluster sees them now."""
         with self.alive()[0].client() as client:
