@@ -25,7 +25,6 @@ a value (the last request id), which a cluster allows because it is in the same 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
@@ -320,7 +319,7 @@ class RedisExposureLog(ExposureLog):
         if not exposures:
             return
 
-        async def run(group: list[Exposure]) -> None:
+        def call(group: list[Exposure]) -> tuple[list[str], list[EncodableT]]:
             script_keys: list[str] = []
             args: list[EncodableT] = [self._maxlen, self._window_ms]
             for exposure in group:
@@ -341,12 +340,12 @@ class RedisExposureLog(ExposureLog):
                     len(exposure.items),
                     *exposure.items,
                 ]
-            await self._record(self._redis, script_keys, args)
+            return script_keys, args
 
         groups = slot_groups(self._redis, exposures, lambda e: self._tag(e.user_id))
 
         async def run_all() -> None:
-            await asyncio.gather(*(run(group) for group in groups))
+            await self._record.many(self._redis, [call(group) for group in groups])
 
         await self._call(run_all, "exposure write")
 
@@ -355,24 +354,23 @@ class RedisExposureLog(ExposureLog):
             return []
         indexed = list(enumerate(clicks))
 
-        async def run(group: list[tuple[int, Click]]) -> list[tuple[int, Any]]:
+        def call(group: list[tuple[int, Click]]) -> tuple[list[str], list[str]]:
             script_keys: list[str] = []
             args: list[str] = []
             for _, click in group:
                 tag = self._tag(click.user_id)
                 script_keys.append(f"{tag}last:{click.user_id}")
                 args += [tag, click.user_id, click.item_id, click.request_id or ""]
-            raw = await self._attribute(self._redis, script_keys, args)
-            return [(index, entry) for (index, _), entry in zip(group, raw, strict=True)]
+            return script_keys, args
 
         groups = slot_groups(self._redis, indexed, lambda pair: self._tag(pair[1].user_id))
 
-        async def run_all() -> list[list[tuple[int, Any]]]:
-            return list(await asyncio.gather(*(run(group) for group in groups)))
+        async def run_all() -> list[Any]:
+            return await self._attribute.many(self._redis, [call(group) for group in groups])
 
         found: dict[int, Any] = {}
-        for part in await self._call(run_all, "click attribution"):
-            found.update(part)
+        for group, raw in zip(groups, await self._call(run_all, "click attribution"), strict=True):
+            found.update((index, entry) for (index, _), entry in zip(group, raw, strict=True))
         return [self._attribution(found[index]) for index in range(len(clicks))]
 
     @staticmethod

@@ -188,6 +188,34 @@ class LuaScript:
         self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
 
+    async def many(
+        self, client: RedisClient, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]
+    ) -> list[Any]:
+        """One call per (keys, args), each its own slot: on a cluster one pipeline of raw
+        EVALSHAs (redis-py groups it by node, one round trip each, and follows MOVED/ASK; it
+        refuses only Script objects in cluster pipelines). A NoScriptError means that call did
+        not run, so exactly those are sent again as EVAL."""
+        if len(calls) <= 1:
+            return [await self(client, *call) for call in calls]
+        async with client.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            results = list(await pipe.execute(raise_on_error=False))
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:
+            async with client.pipeline(transaction=False) as pipe:
+                for i in missing:
+                    keys, args = calls[i]
+                    pipe.execute_command("EVAL", self.source, len(keys), *keys, *args)
+                for i, result in zip(
+                    missing, await pipe.execute(raise_on_error=False), strict=True
+                ):
+                    results[i] = result
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results
+
     async def __call__(self, client: RedisClient, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         try:
             return await client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)

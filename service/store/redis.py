@@ -18,7 +18,6 @@ pool is refused at once (503 / degraded answer) without counting against the bre
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -112,7 +111,6 @@ class RedisStore(Store):
             settings, connect_timeout=self._timeout, max_connections=settings.redis_max_connections
         )
         self._discovery = Discovery(self._redis)
-        self._fanout = max(1, settings.redis_max_connections // 2)  # calls at once, per batch
         self._history_length = settings.history_length
         self._history_ttl = settings.history_ttl_seconds
         self._cache_ttl = settings.cache_ttl_seconds
@@ -226,7 +224,7 @@ class RedisStore(Store):
                 by_user.setdefault(user_id, ([], []))[index].append(item_id)
         groups = slot_groups(self._redis, list(by_user.items()), lambda entry: keys.hist(entry[0]))
 
-        async def append_group(group: list[tuple[str, tuple[list[str], list[str]]]]) -> int:
+        def call(group: list[tuple[str, tuple[list[str], list[str]]]]) -> tuple[Any, Any]:
             script_keys: list[str] = []
             args: list[str | int] = [
                 self._history_length, self._history_ttl, self._seen_max, keys.INVALIDATE_CHANNEL,
@@ -235,19 +233,14 @@ class RedisStore(Store):
                 script_keys += [keys.hist(user_id), keys.ver(user_id), keys.seen(user_id)]
                 args += [f"{self._origin}:{user_id}", len(positive), *positive]
                 args += [len(negative), *negative]
-            return int(await self._append(self._redis, script_keys, args))
+            return script_keys, args
 
         async def append() -> int:
-            # one call per slot on a cluster (atomic per user there), one call otherwise
-            if len(groups) == 1:
-                return await append_group(groups[0])
-            bound = asyncio.Semaphore(self._fanout)
-
-            async def bounded(group: list[tuple[str, tuple[list[str], list[str]]]]) -> int:
-                async with bound:
-                    return await append_group(group)
-
-            return sum(await asyncio.gather(*(bounded(group) for group in groups)))
+            # one call per user slot on a cluster (in one pipeline; atomic per user there), one
+            # call otherwise
+            return sum(
+                int(r) for r in await self._append.many(self._redis, [call(g) for g in groups])
+            )
 
         dropped = await self._call(append, "event append")
         for user_id in by_user:  # this worker at once; the others on the published invalidation
