@@ -67,6 +67,9 @@ $(SCALE_BUNDLE)/manifest.json: $(SCALE_DATA)/interactions.parquet
 .PHONY: bench-scale
 bench-scale: $(SCALE_BUNDLE)/manifest.json ops-tools redis
 	$(BIN)/python bench/run.py --scale --bundle $(SCALE_BUNDLE) --out bench/results --readme README.md
+.PHONY: bench-cluster
+bench-cluster: $(BUNDLE)/manifest.json ops-tools redis
+	$(BIN)/python bench/cluster_ratio.py --bundle $(BUNDLE)
 bench-miss: $(BUNDLE)/manifest.json redis
 	$(BIN)/python bench/miss_path.py --bundle $(BUNDLE)
 
