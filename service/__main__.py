@@ -19,7 +19,7 @@ worker marks itself ready (`DUET_WORKER_STATE_DIR`, see service/readiness.py), s
 pod's /readyz means every worker is ready.
 
 Bad settings, or a `DUET_REDIS_MODE` that contradicts the server, stop the command with one
-line naming the setting (exit status 2) before any worker starts.
+line naming the setting (exit status 1) before any worker starts.
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ def _settings_or_exit() -> Settings:
         check_mode(settings)
     except ValidationError as error:
         problems = "; ".join(
-            f"DUET_{'_'.join(str(p) for p in e['loc']).upper() or 'SETTINGS'}: "
-            f"{str(e['msg']).removeprefix('Value error, ')}"
+            ("DUET_" + "_".join(str(p) for p in e["loc"]).upper() + ": " if e["loc"] else "")
+            + str(e["msg"]).removeprefix("Value error, ")
             for e in error.errors(include_url=False)
         )
         sys.exit(f"duet: invalid settings: {problems}")
