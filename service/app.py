@@ -8,6 +8,7 @@ line), so an orchestrator never routes traffic to it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
@@ -112,6 +113,10 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.fanout = fanout
         marks = app.state.worker_marks = WorkerMarks(settings.worker_state_dir, settings.workers)
         app.state.redis_reached = not settings.uses_redis
+        if settings.uses_redis:  # a first contact of a few seconds at most; none = not ready
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(3.0):
+                    app.state.redis_reached = await store.connect() and await exposures.connect()
         watcher = asyncio.get_running_loop().create_task(
             _mark_when_ready(app, store, exposures, marks)
         )

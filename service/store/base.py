@@ -90,5 +90,9 @@ class Store(ABC):
     @abstractmethod
     async def health(self) -> StoreHealth: ...
 
+    async def connect(self) -> bool:
+        """First contact with the backend, bounded; True when it answered."""
+        return True
+
     async def close(self) -> None:
         return None

@@ -18,6 +18,7 @@ pool is refused at once (503 / degraded answer) without counting against the bre
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -46,7 +47,7 @@ from service.store.clients import (
     open_client,
     slot_groups,
 )
-from service.store.guard import guarded
+from service.store.guard import FAILURES, guarded
 from service.store.invalidation import InvalidationListener
 
 _FETCH = """
@@ -251,9 +252,19 @@ class RedisStore(Store):
         return int(dropped)
 
     async def connect(self) -> bool:
-        """Discover the cluster now (within seconds, not the request deadline); True if known.
-        Not needed before serving (the first calls start it); tests and tools wait with it."""
-        return await self._discovery.wait()
+        """First contact, bounded by seconds rather than the request deadline: discover the
+        cluster, load the scripts (every master), so the first requests pay for neither. True
+        if Redis answered. Not needed to serve (the first calls do the same, degraded)."""
+        if not await self._discovery.wait():
+            return False
+        try:
+            async with asyncio.timeout(max(self._timeout, 2.0)):
+                for script in (self._fetch, self._append):
+                    await self._redis.script_load(script.source)
+        except FAILURES:
+            return False
+        self.reached = True
+        return True
 
     async def _ping(self) -> Any:
         if isinstance(self._redis, RedisCluster):  # every master: any of them down is "down"
