@@ -34,7 +34,6 @@ import uvicorn
 from pydantic import ValidationError
 
 from service.settings import Settings
-from service.store.clients import RedisModeError, check_mode
 
 # by name: each worker imports it after the metrics directory exists (it imports the metrics)
 HTTP_PROTOCOL = "service.api.early_shed:EarlySheddingProtocol"
@@ -65,7 +64,6 @@ def _prepare_worker_marks() -> None:
 def _settings_or_exit() -> Settings:
     try:
         settings = Settings()
-        check_mode(settings)
     except ValidationError as error:
         problems = "; ".join(
             ("DUET_" + "_".join(str(p) for p in e["loc"]).upper() + ": " if e["loc"] else "")
@@ -73,9 +71,17 @@ def _settings_or_exit() -> Settings:
             for e in error.errors(include_url=False)
         )
         sys.exit(f"duet: invalid settings: {problems}")
+    return settings
+
+
+def _check_redis_mode_or_exit(settings: Settings) -> None:
+    # imported here: it imports the metrics, which must come after the multiprocess directory
+    from service.store.clients import RedisModeError, check_mode  # noqa: PLC0415
+
+    try:
+        check_mode(settings)
     except RedisModeError as error:
         sys.exit(f"duet: {error.message}")
-    return settings
 
 
 def main() -> None:
@@ -87,6 +93,7 @@ def main() -> None:
     if settings.workers > 1:
         _prepare_multiprocess_metrics()
         _prepare_worker_marks()
+    _check_redis_mode_or_exit(settings)
     uvicorn.run(
         "service.app:app_from_env",
         factory=True,
