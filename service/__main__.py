@@ -75,8 +75,8 @@ def _settings_or_exit() -> Settings:
 
 
 def _check_redis_mode_or_exit(settings: Settings) -> None:
-    # imported here: it imports the metrics, which must come after the multiprocess directory
-    from service.store.clients import RedisModeError, check_mode  # noqa: PLC0415
+    # imported late all the same: nothing it pulls in may touch the metrics directory
+    from service.redis_mode import RedisModeError, check_mode  # noqa: PLC0415
 
     try:
         check_mode(settings)
