@@ -73,13 +73,18 @@ $(SCALE_BUNDLE)/manifest.json: $(SCALE_DATA)/interactions.parquet
 .PHONY: bench-scale
 bench-scale: $(SCALE_BUNDLE)/manifest.json ops-tools redis
 	$(BIN)/python bench/run.py --scale --bundle $(SCALE_BUNDLE) --out bench/results --readme README.md
+.PHONY: bench-cluster
+bench-cluster: $(BUNDLE)/manifest.json ops-tools redis
+	$(BIN)/python bench/cluster_ratio.py --bundle $(BUNDLE)
 bench-miss: $(BUNDLE)/manifest.json redis
 	$(BIN)/python bench/miss_path.py --bundle $(BUNDLE)
 
 # Failure drills (issue 6): each starts its own Redis and service on loopback, exits 1 on a missed target.
-.PHONY: chaos overload soak
+.PHONY: chaos chaos-cluster overload soak
 chaos: $(BUNDLE)/manifest.json redis
 	$(BIN)/python loadtest/chaos_redis.py --bundle $(BUNDLE)
+chaos-cluster: $(BUNDLE)/manifest.json redis
+	$(BIN)/python loadtest/chaos_cluster.py --bundle $(BUNDLE)
 overload: $(BUNDLE)/manifest.json redis
 	$(BIN)/python loadtest/overload.py --bundle $(BUNDLE)
 soak: $(BUNDLE)/manifest.json redis
