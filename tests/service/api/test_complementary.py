@@ -20,6 +20,7 @@ from service.experiments import Assigner, load_experiment
 from service.settings import Settings
 from tests.service.api.helpers import items, metric, users, version
 from tests.service.conftest import serve
+from tests.service.redis_server import RedisServer, free_port
 from tests.service.test_admin import copy_bundle, settings_for, write_config
 
 
@@ -274,3 +275,23 @@ async def test_a_named_user_is_served_by_their_arm(
         assert arms == {"control", "popular"}
         anonymous = (await client.get(f"/v1/items/{item}/complementary")).json()
         assert anonymous["arm"] in {"control", "popular"}
+
+
+async def test_without_the_store_a_user_id_is_served_and_says_so(bundle_dir: Path) -> None:
+    server = RedisServer(free_port()).start()
+    settings = Settings(
+        bundle=bundle_dir, redis_url=server.url, redis_timeout_ms=30, breaker_failures=2,
+        breaker_cooldown_seconds=60,
+    )  # fmt: skip
+    item = items(bundle_dir)[5]["item_id"]
+    try:
+        async with serve(settings) as (_, client):
+            server.stop()
+            for _ in range(3):  # through failures, then with the breaker open
+                params: dict[str, str | int] = {"k": 6, "user_id": "shopper"}
+                response = await client.get(f"/v1/items/{item}/complementary", params=params)
+                assert response.status_code == 200
+                assert response.json()["fallback"] == "store_unavailable"
+                assert _ids(response.json()) == _expected(bundle_dir, [5], 6, {5})
+    finally:
+        server.stop()
