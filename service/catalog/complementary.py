@@ -42,7 +42,14 @@ class DualEmbeddings:
     def query(self, rows: Sequence[int]) -> FloatArray | None:
         """The sum of the IN vectors of those `rows` that have one; None when none has.
 
-        O(len(rows) x dim): a gather of a few memory-mapped rows, never the whole table."""
+        O(len(rows) x dim): a gather of a few memory-mapped rows, never the whole table. One
+        row (the GET route) is a view of the mapped table: no copy, ~1 us instead of ~30."""
+        if len(rows) == 1:
+            row = rows[0]
+            if not 0 <= row < len(self._in):
+                return None
+            vector: FloatArray = self._in[row]
+            return vector if vector.any() else None
         with_vectors = [row for row in rows if self.has(row)]
         if not with_vectors:
             return None
