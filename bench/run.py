@@ -54,6 +54,7 @@ SCENARIO_ORDER = (
     "recommend_cold",
     "retrieve",
     "similar",
+    "complementary",
     "recommend_search",
     "recommend_filter10",
     "recommend_filter1",

@@ -17,6 +17,7 @@ from models.baselines import run_baselines
 from models.complementary import (
     SGNSConfig,
     evaluate_next_item,
+    serving_tables,
     train_dual,
     wants_complementary,
 )
@@ -111,9 +112,11 @@ def build(
     exported = time.perf_counter()
     trainer_users = _user_embeddings(dataset, split, config, result)
     dual = None
+    sgns = SGNSConfig(seed=config.seed)
     if wants_complementary(complementary, dataset.num_items):
         dual_started = time.perf_counter()
-        dual = train_dual(split.train_full, dataset.num_items, SGNSConfig(seed=config.seed))
+        learnt = train_dual(split.train_full, dataset.num_items, sgns)
+        dual = serving_tables(*learnt, split.train_full, sgns.window)
         seconds["complementary"] = time.perf_counter() - dual_started
     manifest = write_bundle(
         out,
@@ -126,7 +129,7 @@ def build(
             metrics=metrics,
             user_queries=trainer_users,
             dual=dual,
-            dual_params=None if dual is None else asdict(SGNSConfig(seed=config.seed)),
+            dual_params=None if dual is None else asdict(sgns),
         ),
         index_spec=index_spec,
         progress=progress,

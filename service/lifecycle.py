@@ -105,6 +105,12 @@ def warm_up(arm: Arm) -> None:
     )
     if len(rows) == 0 or not np.isfinite(scores).all():
         raise BundleError("warm-up: the index returned no items or non-finite scores")
+    dual = bundle.complementary
+    query = None if dual is None else dual.query(history)
+    if dual is not None and query is not None:
+        rows, scores = dual.retriever.search(query, k, excluded=set(history))
+        if len(rows) == 0 or not np.isfinite(scores).all():
+            raise BundleError("warm-up: the complementary index returned no items")
 
 
 def _load(path: Path, exact_max_rows: int) -> Bundle:

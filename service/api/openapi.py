@@ -4,7 +4,7 @@ Pydantic's schema says what each field may hold; a few rules relate fields or de
 is loaded, and a client (or a fuzzer) reading only the schema would send requests the service
 must refuse. So the generated document is completed here:
 - an event of type `rating` needs a `value` on the 0.5-5 scale (`if`/`then`);
-- `/v1/retrieve` takes exactly one of `item_id`, `embedding`, `history` (`oneOf`);
+- `/v1/retrieve` takes exactly one of `item_id`, `items`, `embedding`, `history` (`oneOf`);
 - the `X-Duet-Arm` header (when honoured) and a reload's `arm` name one of the loaded arms
   (`enum`), and a reload naming a `bundle` names its `arm` when there are several;
 - an `embedding` holds as many values as the served bundles' dimension;
@@ -29,7 +29,7 @@ from fastapi.openapi.utils import get_openapi
 from service.api.deps import ARM_HEADER
 from service.api.schemas import RATING_SCALE
 
-RETRIEVE_QUERIES = ("item_id", "embedding", "history")
+RETRIEVE_QUERIES = ("item_id", "items", "embedding", "history")
 
 
 def install(app: FastAPI) -> None:

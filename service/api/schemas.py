@@ -19,13 +19,14 @@ from pydantic import (
 )
 
 from service.catalog.filters import ItemFilter
-from service.recommender import Event, RecommendQuery
+from service.recommender import Event, RecommendQuery, RelatedQuery, Relation
 
 MAX_K = 500
 MAX_IDS = 1_000
 MAX_BATCH = 100
 MAX_EVENTS = 1_000
 MAX_EMBEDDING_DIM = 4_096
+MAX_BASKET = 100
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Genre = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -105,26 +106,65 @@ class BatchRequest(_Strict):
 
 
 class RetrieveRequest(_Strict):
-    """Exactly one of `item_id`, `embedding` or `history` is the query."""
+    """Exactly one of `item_id`, `items`, `embedding` or `history` is the query.
+
+    `relation` is what "nearest" means for `item_id` and `items`: `similar` (two-tower cosine)
+    or `complementary` (summed IN vectors against OUT vectors: what goes with them)."""
 
     item_id: Id | None = None
+    items: list[Id] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_BASKET,
+        description=f"A basket (at most {MAX_BASKET} item ids); none of them is returned.",
+    )
     embedding: list[Float32] | None = Field(
         default=None, min_length=1, max_length=MAX_EMBEDDING_DIM
     )
     history: list[Id] | None = Field(default=None, min_length=1, max_length=MAX_IDS)
+    relation: Relation = "similar"
+    user_id: Id | None = Field(
+        default=None, description="With item_id or items: leave out what this user has seen."
+    )
     k: K = 10
     filters: Filters | None = None
 
     @model_validator(mode="after")
     def _one_query(self) -> Self:
-        given = [n for n in ("item_id", "embedding", "history") if getattr(self, n) is not None]
+        names = ("item_id", "items", "embedding", "history")
+        given = [n for n in names if getattr(self, n) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of item_id, embedding, history")
+            raise ValueError("give exactly one of item_id, items, embedding, history")
+        by_items = given[0] in ("item_id", "items")
+        if self.relation == "complementary" and not by_items:
+            raise ValueError("relation complementary takes item_id or items")
+        if self.user_id is not None and not by_items:
+            raise ValueError("user_id goes with item_id or items")
         return self
 
     @property
     def item_filter(self) -> ItemFilter | None:
         return _filter(self.filters)
+
+    @property
+    def related(self) -> bool:
+        """Served by `Recommender.related` (not the plain similar-to-one-item search)."""
+        if self.items is not None:
+            return True
+        return self.item_id is not None and (
+            self.relation == "complementary" or self.user_id is not None
+        )
+
+    def to_related(self) -> RelatedQuery:
+        one = self.item_id is not None
+        return RelatedQuery(
+            item_ids=(self.item_id,) if self.item_id is not None else tuple(self.items or ()),
+            k=self.k,
+            relation=self.relation,
+            item_filter=self.item_filter,
+            user_id=self.user_id,
+            field="item_id" if one else "items",
+        )
 
 
 class EventIn(_Strict):
