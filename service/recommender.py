@@ -397,6 +397,12 @@ class Recommender:
             raise InvalidInputError(message, field="embedding")
         if not np.isfinite(vector).all():
             raise InvalidInputError("embedding holds NaN or infinite values", field="embedding")
+        # Scored as a direction, like every query the towers make (unit length): the ranking is
+        # the same, and finite float32 values near 3e38 no longer overflow the inner products
+        # to inf or NaN (the fuzzer's finding: a 200 whose scores were null).
+        norm = float(np.linalg.norm(vector.astype(np.float64)))
+        if norm > 0:
+            vector = (vector.astype(np.float64) / norm).astype(np.float32)
         return self._search(
             arm, vector, k=k, excluded=set(), item_filter=item_filter, request_id=request_id
         )

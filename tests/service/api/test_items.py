@@ -53,6 +53,21 @@ async def test_retrieve_by_embedding_ranks_by_inner_product(
     ]
 
 
+async def test_retrieve_by_a_huge_embedding_ranks_the_same_with_finite_scores(
+    client: httpx.AsyncClient, bundle_dir: Path
+) -> None:
+    """Values near float32's limit would overflow the inner products (scores came back null)."""
+    embeddings = np.load(bundle_dir / "item_embeddings.npy")
+    query = embeddings[7].astype(np.float64)
+    huge = (query / np.abs(query).max() * 3.0e38).tolist()
+    small = (await client.post("/v1/retrieve", json={"embedding": query.tolist(), "k": 5})).json()
+    response = await client.post("/v1/retrieve", json={"embedding": huge, "k": 5})
+    assert response.status_code == 200
+    body = response.json()
+    assert [i["item_id"] for i in body["items"]] == [i["item_id"] for i in small["items"]]
+    assert all(isinstance(i["score"], float) and abs(i["score"]) <= 1.0001 for i in body["items"])
+
+
 async def test_retrieve_by_history_excludes_the_history(
     client: httpx.AsyncClient, bundle_dir: Path
 ) -> None:

@@ -24,6 +24,7 @@ async def test_cross_field_rules_are_in_the_document(
     retrieve = schemas["RetrieveRequest"]
     assert [option["required"] for option in retrieve["oneOf"]] == [
         ["item_id"],
+        ["items"],
         ["embedding"],
         ["history"],
     ]
