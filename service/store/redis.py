@@ -6,8 +6,11 @@ Keys (user ids are the dataset's own ids):
     duet:seen:{user}                 sorted set of every item interacted with, scored by the
                                      version at the event; ZREMRANGEBYRANK-bounded, with a TTL
     duet:emb:{bundle}:{user}         version (int64 LE) + float32 embedding, with a TTL
-A recommend costs one round trip: one EVALSHA of a read-only script doing LRANGE, GET, GET
-(measured ~15% cheaper than a three-command pipeline in redis-py); an event batch one script.
+    duet:cat:{<bundle>}:ver          the bundle's live-catalog version (written by
+                                     service/catalog/changes.py; read here, never written)
+A recommend costs one round trip: one EVALSHA of a read-only script doing LRANGE, GET, GET,
+ZRANGE, GET (measured ~15% cheaper than a pipeline in redis-py); an event batch one script.
+The last GET carries the catalog version, so a worker behind it catches up before answering.
 
 An in-process layer (`local_cache_size` users, LRU) answers repeat requests with no round trip
 at all; it stays coherent through Redis' invalidation pushes (see `invalidation.py`) and is
@@ -49,7 +52,8 @@ _FETCH = """
 return {redis.call('LRANGE', KEYS[1], ARGV[1], -1),
         redis.call('GET', KEYS[2]) or false,
         redis.call('GET', KEYS[3]) or false,
-        redis.call('ZRANGE', KEYS[4], 0, -1)}
+        redis.call('ZRANGE', KEYS[4], 0, -1),
+        redis.call('GET', KEYS[5]) or false}
 """
 
 # KEYS: (history, version, seen) per user; ARGV: length, ttl, seen bound, then per user n and
@@ -96,6 +100,11 @@ def _seen(user_id: str) -> str:
 
 def _emb(bundle_version: str, user_id: str) -> str:
     return f"duet:emb:{bundle_version}:{user_id}"
+
+
+def catalog_version_key(bundle_version: str) -> str:
+    """The live-catalog change counter of one bundle (one hash slot per bundle)."""
+    return f"duet:cat:{{{bundle_version}}}:ver"
 
 
 @dataclass(slots=True)
@@ -182,14 +191,20 @@ class RedisStore(Store):
         return await guarded(self.breaker, self._timeout, operation, what)
 
     async def _read_user(self, user_id: str, bundle_version: str) -> Any:
-        keys = (_hist(user_id), _ver(user_id), _emb(bundle_version, user_id), _seen(user_id))
+        keys = (
+            _hist(user_id),
+            _ver(user_id),
+            _emb(bundle_version, user_id),
+            _seen(user_id),
+            catalog_version_key(bundle_version),
+        )
         try:
             return await self._redis.execute_command(  # type: ignore[no-untyped-call]
-                "EVALSHA", self._fetch_sha, 4, *keys, -self._history_length
+                "EVALSHA", self._fetch_sha, len(keys), *keys, -self._history_length
             )
         except NoScriptError:  # a restarted or flushed server: EVAL caches the script again
             return await self._redis.execute_command(  # type: ignore[no-untyped-call]
-                "EVAL", _FETCH, 4, *keys, -self._history_length
+                "EVAL", _FETCH, len(keys), *keys, -self._history_length
             )
 
     async def fetch(self, user_id: str, bundle_version: str) -> UserState:
@@ -202,7 +217,7 @@ class RedisStore(Store):
                 if local is not None:
                     return local
             seq = listener.seq
-        raw_history, raw_version, raw_embedding, raw_seen = await self._call(
+        raw_history, raw_version, raw_embedding, raw_seen, raw_catalog = await self._call(
             lambda: self._read_user(user_id, bundle_version), "history fetch"
         )
         version = int(raw_version) if raw_version is not None else 0
@@ -211,6 +226,7 @@ class RedisStore(Store):
             version=version,
             embedding=unpack_embedding(raw_embedding, version),
             seen=tuple(item.decode() for item in raw_seen),
+            catalog_version=int(raw_catalog) if raw_catalog is not None else 0,
         )
         if listener is not None and listener.unchanged_since(user_id, seq):
             self._remember(user_id, bundle_version, state)
