@@ -1,4 +1,7 @@
-"""`POST /v1/retrieve` and `GET /v1/items/{item_id}/similar`: nearest items, no user state."""
+"""`POST /v1/retrieve` and `GET /v1/items/{item_id}/similar`: nearest items, no user state.
+
+No store round trip of their own, so each first reads the bundle's catalog version (one GET,
+with Redis) and catches up: a DELETE that returned 2xx is never retrieved afterwards."""
 
 from __future__ import annotations
 
@@ -37,14 +40,15 @@ def _json(content: object) -> Response:
     responses={404: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
 )
 async def retrieve(body: RetrieveRequest, request: Request) -> Response:
-    return _json(retrieve_one(request, body))
+    return _json(await retrieve_one(request, body))
 
 
-def retrieve_one(request: Request, body: RetrieveRequest) -> Retrieval:
+async def retrieve_one(request: Request, body: RetrieveRequest) -> Retrieval:
     """The route's work, shared with the fast lane (`fastlane.py`) that serves it first."""
     ctx = serving(request)
     service, arm = ctx.recommender, ctx.router.default
     tag_arm(request, arm.name)
+    await service.catch_up(arm.bundle)
     request_id = uuid.uuid4().hex
     if body.item_id is not None:
         result = service.similar(
@@ -74,11 +78,12 @@ async def similar(
     request: Request,
     k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
 ) -> Response:
-    return _json(similar_one(request, item_id, k))
+    return _json(await similar_one(request, item_id, k))
 
 
-def similar_one(request: Request, item_id: str, k: int) -> Retrieval:
+async def similar_one(request: Request, item_id: str, k: int) -> Retrieval:
     ctx = serving(request)
     arm = ctx.router.default
     tag_arm(request, arm.name)
+    await ctx.recommender.catch_up(arm.bundle)
     return ctx.recommender.similar(arm, item_id=item_id, k=k, request_id=uuid.uuid4().hex)

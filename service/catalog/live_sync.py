@@ -67,6 +67,7 @@ class LiveSync:
                 self.delta.set_available(change.item_id, bool(change.body.get("available")))
             self.position = change.position
             self.version += 1
+        self.delta.applied = self.version
 
     async def _pull(self, block_ms: int | None) -> int:
         """Read past our position (a blocking read holds no lock), apply what is still new."""
