@@ -161,9 +161,7 @@ def search_items(
     """
     live = bundle.live
     if live.is_empty():
-        rows, scores = rank(
-            bundle, policy, settings, vector, k, excluded=excluded, allowed=allowed
-        )
+        rows, scores = rank(bundle, policy, settings, vector, k, excluded=excluded, allowed=allowed)
         return _items(bundle.catalog, rows, scores)
     excluded = excluded | live.tombstoned_rows()
     rows, scores = rank(bundle, policy, settings, vector, k, excluded=excluded, allowed=allowed)
@@ -175,9 +173,7 @@ def search_items(
         if item is not None:
             fresh.append(ScoredItem(item_id, score * scale, item.title, item.genres))
     by_id = {item.item_id: item for item in (*held, *fresh)}
-    pairs = merge(
-        [(i.item_id, i.score) for i in held], [(i.item_id, i.score) for i in fresh], k
-    )
+    pairs = merge([(i.item_id, i.score) for i in held], [(i.item_id, i.score) for i in fresh], k)
     return [by_id[item_id] for item_id, _ in pairs]
 
 
@@ -278,7 +274,11 @@ class Recommender:
         # a plain page (no exclusions or filters) is a pure function of its inputs: memoised
         plain = cacheable and not query.exclude_item_ids and query.item_filter is None
         memo_inputs = (
-            state.history, state.version, len(state.seen), state.seen[-1:], bundle.live.applied
+            state.history,
+            state.version,
+            len(state.seen),
+            state.seen[-1:],
+            bundle.live.applied,
         )
         if cacheable:
             cached = state.embedding
