@@ -169,3 +169,26 @@ async def test_a_redis_failure_during_an_upsert_is_503_and_nothing_is_applied(
             assert (await http.get("/v1/items/new-1")).status_code == 404
     finally:
         server.stop()
+
+
+async def test_a_worker_whose_tail_is_stopped_still_sees_a_delete_on_its_next_request(
+    bundle_dir: Path, redis_url: str
+) -> None:
+    """Not the tail but the version in the request's round trip: B catches up before answering."""
+    settings = Settings(
+        bundle=bundle_dir, redis_url=redis_url, admin_token=TOKEN, redis_timeout_ms=2_000
+    )
+    async with serve(settings) as (_, a), serve(settings) as (app_b, b):
+        bundle = app_b.state.arms.current.default.bundle
+        await app_b.state.feeds.sync(bundle).stop()  # B hears of changes only from requests
+        user = users(bundle_dir)[5]
+        for _ in range(2):  # a repeat may come from B's local layer (no store trip)
+            page = (await b.post("/v1/recommend", json={"user_id": user, "k": 10})).json()
+        doomed = page["items"][0]["item_id"]
+        assert (await a.delete(f"/admin/items/{doomed}", headers=AUTH)).status_code == 200
+        page = (await b.post("/v1/recommend", json={"user_id": user, "k": 10})).json()
+        assert doomed not in [i["item_id"] for i in page["items"]]
+        assert len(page["items"]) == 10
+        assert doomed not in await _retrieve(b, item_id=items(bundle_dir)[0]["item_id"], k=500)
+        await a.post("/admin/items", json=NEW, headers=AUTH)
+        assert (await b.get("/v1/items/new-1")).status_code == 200
