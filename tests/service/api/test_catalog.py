@@ -192,3 +192,23 @@ async def test_a_worker_whose_tail_is_stopped_still_sees_a_delete_on_its_next_re
         assert doomed not in await _retrieve(b, item_id=items(bundle_dir)[0]["item_id"], k=500)
         await a.post("/admin/items", json=NEW, headers=AUTH)
         assert (await b.get("/v1/items/new-1")).status_code == 200
+
+
+async def test_a_reload_replaces_the_delta_and_replays_the_log_into_the_new_bundle(
+    bundle_dir: Path, redis_url: str
+) -> None:
+    settings = Settings(
+        bundle=bundle_dir, redis_url=redis_url, admin_token=TOKEN, redis_timeout_ms=2_000
+    )
+    async with serve(settings) as (app, http):
+        old = app.state.arms.current.default.bundle
+        old_sync = app.state.feeds.sync(old)
+        assert (await http.post("/admin/items", json=NEW, headers=AUTH)).status_code == 200
+        reload = await http.post("/admin/bundles/reload", headers=AUTH, json={})
+        assert reload.status_code == 200, reload.text
+        new = app.state.arms.current.default.bundle
+        assert new is not old and app.state.feeds.sync(old) is None
+        assert old_sync._task is not None and old_sync._task.done()  # the old tail stopped
+        assert new.live.item("new-1") is not None  # replayed before the swap
+        held = (await http.get("/admin/items/new-1", headers=AUTH)).json()
+        assert held["source"] == "live"
