@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA_DIR ?= ../shared/data
 BUNDLE ?= bundles/demo
 
-.PHONY: redis install test lint typecheck check demo serve bench evaluate clean
+.PHONY: redis install test lint typecheck check demo serve bench evaluate parity clean
 
 $(BIN)/activate: pyproject.toml constraints-dev.txt
 	$(PY) -m venv $(VENV) && $(BIN)/pip install -q --upgrade pip && $(BIN)/pip install -q -c constraints-dev.txt -e '.[train,dev,loadtest]' && touch $(BIN)/activate
@@ -34,6 +34,12 @@ demo: $(BUNDLE)/manifest.json
 
 evaluate: install
 	$(BIN)/python -m models evaluate --dataset ml-latest-small --json reports/ml-latest-small.json
+
+# Strong generalization served over HTTP equals the offline figure (docs/strong-generalization.md).
+PARITY_DATASET ?= ml-latest-small
+PARITY_ARGS ?=
+parity: install
+	$(BIN)/python bench/parity.py --dataset $(PARITY_DATASET) $(PARITY_ARGS)
 
 clean:
 	rm -rf $(VENV) bundles .pytest_cache .mypy_cache .ruff_cache
@@ -67,13 +73,18 @@ $(SCALE_BUNDLE)/manifest.json: $(SCALE_DATA)/interactions.parquet
 .PHONY: bench-scale
 bench-scale: $(SCALE_BUNDLE)/manifest.json ops-tools redis
 	$(BIN)/python bench/run.py --scale --bundle $(SCALE_BUNDLE) --out bench/results --readme README.md
+.PHONY: bench-cluster
+bench-cluster: $(BUNDLE)/manifest.json ops-tools redis
+	$(BIN)/python bench/cluster_ratio.py --bundle $(BUNDLE)
 bench-miss: $(BUNDLE)/manifest.json redis
 	$(BIN)/python bench/miss_path.py --bundle $(BUNDLE)
 
 # Failure drills (issue 6): each starts its own Redis and service on loopback, exits 1 on a missed target.
-.PHONY: chaos overload soak
+.PHONY: chaos chaos-cluster overload soak
 chaos: $(BUNDLE)/manifest.json redis
 	$(BIN)/python loadtest/chaos_redis.py --bundle $(BUNDLE)
+chaos-cluster: $(BUNDLE)/manifest.json redis
+	$(BIN)/python loadtest/chaos_cluster.py --bundle $(BUNDLE)
 overload: $(BUNDLE)/manifest.json redis
 	$(BIN)/python loadtest/overload.py --bundle $(BUNDLE)
 soak: $(BUNDLE)/manifest.json redis

@@ -30,7 +30,7 @@ from service.lifecycle import settle_heap
 from service.pages import PageMemo
 from service.recommender import Recommender, RecommendQuery
 from service.settings import Settings
-from service.store import open_store
+from service.store import keys, open_store
 
 
 async def measure(bundle_dir: Path, redis_url: str, rounds: int) -> dict[str, float]:
@@ -50,7 +50,7 @@ async def measure(bundle_dir: Path, redis_url: str, rounds: int) -> dict[str, fl
             user = random.choice(users)  # noqa: S311 (benchmark sampling, not security)
             path = "miss" if index % 2 else "hit"
             if path == "miss":
-                await admin.delete(f"duet:emb:{bundle.version}:{user}")
+                await admin.delete(keys.emb(bundle.version, user))
             started = time.perf_counter()
             await recommender.recommend(arm, RecommendQuery(user), "bench")
             timings[path].append(time.perf_counter() - started)

@@ -11,10 +11,12 @@ from typing import Any
 SCENARIOS = {
     "hello": "GET /hello, bare FastAPI app (baseline)",
     "recommend_warm": "POST /v1/recommend, known users, warm cache",
+    "recommend_warm_seen": "POST /v1/recommend, as above, each user with a 200-item seen set",
     "recommend_filters": "POST /v1/recommend, known users, filters + exclusions",
     "recommend_cold": "POST /v1/recommend, new user + 10-item history (cache miss)",
     "retrieve": "POST /v1/retrieve, by item or by history",
     "similar": "GET /v1/items/{id}/similar",
+    "complementary": "GET /v1/items/{id}/complementary (IN.OUT, second index)",
     "events": "POST /v1/events, one event",
     "recommend_search": "POST /v1/recommend, warm users, one random exclusion (search every time)",
     "recommend_filter10": "POST /v1/recommend, as above + a genre held by ~10% of items",
@@ -83,6 +85,10 @@ def markdown(result: dict[str, Any]) -> str:
             )
     if result.get("ratio") is not None:
         lines += ["", f"recommend (warm) / hello-world throughput: **{result['ratio']:.2f}**."]
+    similar = result["scenarios"].get("similar", {}).get("rps")
+    complementary = result["scenarios"].get("complementary", {}).get("rps")
+    if similar and complementary:
+        lines.append(f"complementary / similar throughput: **{complementary / similar:.2f}**.")
     if result.get("service_rss_mb"):
         lines.append(f"Service RSS after the run: {result['service_rss_mb']:.0f} MB.")
     return "\n".join(lines + _scale_lines(result)) + "\n"

@@ -48,10 +48,13 @@ ADMIN_TOKEN = "duet-bench-admin-token-0123456789"  # noqa: S105 (throwaway loopb
 SCENARIO_ORDER = (
     "hello",
     "recommend_warm",
+    # Every user then has a seen set (hide events): the scenarios after it run with one too.
+    "recommend_warm_seen",
     "recommend_filters",
     "recommend_cold",
     "retrieve",
     "similar",
+    "complementary",
     "recommend_search",
     "recommend_filter10",
     "recommend_filter1",
@@ -79,6 +82,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="wrk threads (leave the server a core)")
     p.add_argument("--scenarios", default=",".join(SCENARIO_ORDER), help="comma-separated")
     p.add_argument("--no-paced", action="store_true", help="skip the half-throughput runs")
+    p.add_argument(
+        "--seen-items", type=int, default=200, help="seen set per user for recommend_warm_seen"
+    )
     p.add_argument("--ready-timeout", type=float, default=180.0, help="seconds to wait for ready")
     p.add_argument(
         "--scale",
@@ -115,7 +121,7 @@ def _load_bundle(bundle: Path, tmp: Path) -> tuple[dict[str, Any], list[str], di
     return manifest, users, files
 
 
-def _post(url: str, body: dict[str, Any]) -> None:
+def _post(url: str, body: dict[str, Any] | list[dict[str, str]]) -> None:
     req = urllib.request.Request(  # noqa: S310 (loopback http built by the harness)
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
     )
@@ -224,6 +230,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     scenarios = measured["scenarios"]
     hello_rps = scenarios.get("hello", {}).get("rps")
     warm_rps = scenarios.get("recommend_warm", {}).get("rps")
+    seen_rps = scenarios.get("recommend_warm_seen", {}).get("rps")
     return {
         "machine": machine,
         "run": {
@@ -240,6 +247,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         },
         **measured,
         "ratio": round(warm_rps / hello_rps, 3) if hello_rps and warm_rps else None,
+        "seen_set_cost": round(1 - seen_rps / warm_rps, 4) if seen_rps and warm_rps else None,
+        "seen_items": args.seen_items,
         "service_rss_mb": round(service_rss, 1),
         **extra,
     }
@@ -274,6 +283,18 @@ def _scale(
     return {"memory": memory, "reload_under_load": reload}
 
 
+def _give_seen_sets(base: str, users: list[str], env: dict[str, str], size: int) -> None:
+    """`size` hide events per user (least popular items first: they would rarely be shown
+    anyway, so the page stays comparable), then one recommend each to warm the cache again."""
+    items = Path(env["DUET_BENCH_ITEMS"]).read_text(encoding="utf-8").split()[::-1][:size]
+    print(f"duet-bench: giving {len(users)} users a {len(items)}-item seen set", flush=True)
+    events = [{"user_id": u, "item_id": i, "type": "hide"} for u in users for i in items]
+    for start_at in range(0, len(events), 1000):
+        _post(base + "/v1/events", events[start_at : start_at + 1000])
+    for user in users:
+        _post(base + "/v1/recommend", {"user_id": user, "k": 10})
+
+
 def _measure(
     args: argparse.Namespace,
     users: list[str],
@@ -288,6 +309,8 @@ def _measure(
     scenarios: dict[str, dict[str, Any]] = {}
     for name in (s for s in SCENARIO_ORDER if s in args.scenarios.split(",")):
         child, base = children["hello" if name == "hello" else "service"]
+        if name == "recommend_warm_seen":
+            _give_seen_sets(base, users, env, args.seen_items)
         if args.warmup > 0:
             wrk.run(base, name, duration_s=args.warmup, **run)
         before = scrape.sample(children["service"][1])

@@ -196,7 +196,7 @@ def _lost_events(port: int, accepted: list[tuple[str, str]]) -> list[tuple[str, 
             chunk = accepted[start : start + 500]
             pipe = r.pipeline(transaction=False)
             for user, _ in chunk:
-                pipe.lrange(f"duet:hist:{user}", 0, -1)
+                pipe.lrange(f"duet:{{u:{user}}}:hist", 0, -1)  # service/store/keys.py
             for (user, item), stored in zip(chunk, pipe.execute(), strict=True):
                 if item.encode() not in stored:
                     lost.append((user, item))

@@ -13,6 +13,7 @@ from models.datasets import DATASETS, DatasetError, load_dataset, synthesize, wr
 from models.losses import LOSS_NAMES, LossName
 from models.towers import POOLINGS
 from models.train import TrainConfig
+from models.types import Dataset
 
 EXIT_BAD_INPUT = 2
 
@@ -32,6 +33,17 @@ def _training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--no-baselines", action="store_true", help="skip the baselines")
     parser.add_argument("--quick", action="store_true", help="tiny model, for smoke tests")
+    parser.add_argument(
+        "--low-ratings-negative",
+        action="store_true",
+        help="a rating below --rating-threshold is not a positive: trained on the others only",
+    )
+    parser.add_argument(
+        "--rating-threshold",
+        type=float,
+        default=3.5,
+        help="the service's DUET_RATING_THRESHOLD (default 3.5)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", type=Path, help="write the report JSON (PNG next to it)")
     evaluate.add_argument(
         "--loss", choices=(*LOSS_NAMES, "all"), default="logq", help="'all' compares the three"
+    )
+    evaluate.add_argument(
+        "--strong",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also the strong-generalization table (15%% of users held out), both settings",
     )
 
     synth = commands.add_parser("synth", help="write a synthetic dataset (generic layout)")
@@ -83,11 +101,29 @@ def _config(args: argparse.Namespace, loss: LossName) -> TrainConfig:
     return config
 
 
+def _dataset(args: argparse.Namespace) -> Dataset:
+    """The dataset, without its low ratings when they are not positives."""
+    dataset = load_dataset(args.dataset, args.data_dir)
+    from models.strong import positives_only  # noqa: PLC0415 - keeps `--help` free of torch
+
+    return positives_only(dataset, args.rating_threshold if args.low_ratings_negative else None)
+
+
+def _strong_settings(args: argparse.Namespace, dataset: Dataset) -> tuple[float | None, ...]:
+    """Every interaction positive, and (when the weights are ratings on both sides of the
+    threshold) low ratings negative; none without --strong."""
+    if not args.strong:
+        return ()
+    weights = dataset.interactions.weight
+    rated = len(weights) > 0 and weights.min() < args.rating_threshold <= weights.max()
+    return (None, args.rating_threshold) if rated else (None,)
+
+
 def _build(args: argparse.Namespace) -> int:
     from models.pipeline import build  # noqa: PLC0415 - keeps `--help` free of torch
     from models.report import plot_report, render_table, write_report  # noqa: PLC0415
 
-    dataset = load_dataset(args.dataset, args.data_dir)
+    dataset = _dataset(args)
     result = build(
         dataset,
         args.out,
@@ -128,8 +164,13 @@ def _evaluate(args: argparse.Namespace) -> int:
         losses=losses,
         with_baselines=not args.no_baselines,
         progress=not args.no_progress,
+        strong=_strong_settings(args, dataset),
+        positive_threshold=args.rating_threshold if args.low_ratings_negative else None,
     )
     print(render_table(result.metrics))
+    for label, table in result.extra.get("strong_generalization", {}).items():
+        print(f"\nstrong generalization ({label}: {table['held_out_users']} held-out users)")
+        print(render_table(table["models"]))
     for name, found in result.extra.get("next_item_recall@20", {}).items():
         print(f"next-item recall@20 {name:18s} {found['recall']:.4f} asym {found['asymmetry']:.3f}")
     if args.json is not None:

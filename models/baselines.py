@@ -1,4 +1,4 @@
-"""The baselines a team would otherwise ship: popularity, item-item cosine kNN, iALS.
+"""The baselines a team would otherwise ship: popularity, item-item cosine kNN, iALS, EASE.
 
 Each is tuned the same way as the two-tower model: fit on `train`, pick the configuration with
 the best validation Recall@20, refit it on `train_full`, evaluate once on `test`. The grids are
@@ -34,6 +34,7 @@ IALS_GRID: tuple[dict[str, float], ...] = tuple(
     for r in (5.0, 20.0)
     for a in (1.0, 2.0)
 )
+EASE_GRID: tuple[dict[str, float], ...] = tuple({"regularization": r} for r in (50.0, 200.0, 800.0))
 _THREADS = 2
 
 
@@ -61,6 +62,10 @@ class Popularity:
 
     def score(self, user_rows: IntArray) -> FloatArray:
         return np.broadcast_to(self.counts, (len(user_rows), self.counts.size)).copy()
+
+    def fold_in(self, context: sp.csr_matrix) -> FloatArray:
+        """Scores for users it was not fitted on (rows of `context`): the same list."""
+        return self.score(np.arange(context.shape[0]))
 
 
 class ItemKNN:
@@ -107,8 +112,11 @@ class ItemKNN:
         return self
 
     def score(self, user_rows: IntArray) -> FloatArray:
-        scores = (self.matrix[user_rows] @ self.similarity).toarray()
-        return np.asarray(scores, dtype=np.float32)
+        return self.fold_in(self.matrix[user_rows])
+
+    def fold_in(self, context: sp.csr_matrix) -> FloatArray:
+        """score(u, j) = Σ_i x_ui sim(i, j) for users given by their rows of `context`."""
+        return np.asarray((context @ self.similarity).toarray(), dtype=np.float32)
 
 
 class IALS:
@@ -150,6 +158,51 @@ class IALS:
         return np.asarray(self.user_factors[user_rows] @ self.item_factors.T, dtype=np.float32)
 
 
+class EASE:
+    """EASE (Steck 2019): B = I - P / diag(P) with P = (X^T X + λI)^-1, so score = x_u B.
+
+    A closed form with no user factors, so a user it was never fitted on is scored from their
+    context alone. The inverse is dense and cubic in the catalog: only the `max_items` most
+    popular items take part (every item up to ~5,000), the others score below all of them.
+    """
+
+    def __init__(self, regularization: float = 500.0, max_items: int = 5_000) -> None:
+        self.regularization = regularization
+        self.max_items = max_items
+        self.columns: IntArray = np.zeros(0, dtype=np.int64)
+        self.weights: FloatArray = np.zeros((0, 0), dtype=np.float32)
+        self.matrix = sp.csr_matrix((0, 0), dtype=np.float32)
+        self.num_items = 0
+
+    def fit(self, train: Interactions, num_users: int, num_items: int) -> Self:
+        self.matrix = binary_matrix(train, num_users, num_items)
+        self.num_items = num_items
+        counts = np.asarray(self.matrix.sum(axis=0)).ravel()
+        order = np.argsort(-counts, kind="stable")[: self.max_items]
+        self.columns = np.sort(order[counts[order] > 0]).astype(np.int64)
+        sub = self.matrix[:, self.columns]
+        gram = np.asarray((sub.T @ sub).toarray(), dtype=np.float64)
+        gram[np.diag_indices_from(gram)] += self.regularization
+        with threadpool_limits(_THREADS, "blas"):
+            inverse = np.linalg.inv(gram)
+        weights = -inverse / np.diag(inverse)[None, :]
+        weights[np.diag_indices_from(weights)] = 0.0
+        self.weights = weights.astype(np.float32)
+        return self
+
+    def score(self, user_rows: IntArray) -> FloatArray:
+        return self.fold_in(self.matrix[user_rows])
+
+    def fold_in(self, context: sp.csr_matrix) -> FloatArray:
+        """x_u B for users given by their rows of `context` (users × items, binary)."""
+        sub = context[:, self.columns]
+        inside = np.asarray(sub @ self.weights, dtype=np.float32)
+        floor = float(inside.min()) - 1.0 if inside.size else -1.0
+        scores = np.full((context.shape[0], self.num_items), floor, dtype=np.float32)
+        scores[:, self.columns] = inside
+        return scores
+
+
 class Recommender(Protocol):
     def fit(self, train: Interactions, num_users: int, num_items: int) -> Self: ...
 
@@ -170,6 +223,8 @@ def build(name: str, params: Mapping[str, float], *, seed: int = 0) -> Recommend
             iterations=int(params["iterations"]),
             seed=seed,
         )
+    if name == "ease":
+        return EASE(regularization=float(params["regularization"]))
     raise ValueError(f"unknown baseline {name!r}")
 
 

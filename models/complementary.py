@@ -90,6 +90,35 @@ def train_dual(
     )
 
 
+UNLEARNT_BIAS = -1e4
+"""OUT bias of an item never seen in training: it ranks after every learnt item (a basket of
+100 items scores within a few thousand of 0; float32 keeps 1e-3 steps at 1e4)."""
+
+
+def serving_tables(
+    item_in: FloatArray, item_out: FloatArray, interactions: Interactions, window: int
+) -> tuple[FloatArray, FloatArray]:
+    """The IN and OUT tables as the bundle stores them, [num_items, dim + 1]: the last column is
+    a bias, so `IN'[a] . OUT'[b] = IN[a] . OUT[b] + bias[b]`.
+
+    - An item that never starts a training pair keeps its random initialisation: its IN row
+      becomes all zeros (bias column included), which the bundle format reads as "no dual
+      embedding" (the service falls back to similar items and says so). Others carry 1.
+    - An item whose OUT row was never trained (no interaction at all: neither a follower nor
+      a negative) has an all-zero OUT row, which would score 0 and outrank every learnt item a
+      query scores below 0: its bias is `UNLEARNT_BIAS`, the others' 0. The search stays a
+      plain inner product, so FAISS and the exact scan need no per-request exclusion set.
+    """
+    heads, _ = follow_pairs(interactions, window)
+    learnt_in = np.zeros(len(item_in), dtype=np.bool_)
+    learnt_in[heads] = True
+    learnt_out = np.any(item_out != 0, axis=1)
+    served_in = np.hstack([item_in * learnt_in[:, None], learnt_in[:, None]]).astype(np.float32)
+    bias = np.where(learnt_out, 0.0, UNLEARNT_BIAS)[:, None]
+    served_out = np.hstack([item_out, bias]).astype(np.float32)
+    return served_in, served_out
+
+
 def next_pairs(interactions: Interactions) -> tuple[IntArray, IntArray]:
     """Consecutive (t, t+1) pairs of each user's sequence (the test split's)."""
     return follow_pairs(interactions, 1)
@@ -98,7 +127,8 @@ def next_pairs(interactions: Interactions) -> tuple[IntArray, IntArray]:
 @dataclass(frozen=True)
 class NextItemResult:
     recall: float
-    """Share of pairs (t, t+1) with t+1 in the top k for t (t itself excluded)."""
+    """Share of pairs (t, t+1) with t+1 in the top k for t (t itself excluded); ties broken at
+    random, in expectation: a target tied with others is a hit with the chance that it wins."""
     asymmetry: float
     """Among those hits, share where t is also in the top k for t+1 (1.0 = symmetric)."""
 
@@ -109,21 +139,27 @@ def next_item_recall(
     """Next-item-given-item Recall@k and how often the reverse direction ranks as well."""
     forward = _hits(scorer, heads, tails, k, batch)
     backward = _hits(scorer, tails, heads, k, batch)
-    hits = int(forward.sum())
+    hits = float(forward.sum())
     return NextItemResult(
         recall=hits / max(len(heads), 1),
-        asymmetry=float((forward & backward).sum()) / max(hits, 1),
+        asymmetry=float((forward * backward).sum()) / hits if hits > 0 else 0.0,
     )
 
 
 def _hits(scorer: Scorer, queries: IntArray, targets: IntArray, k: int, batch: int) -> np.ndarray:
-    out = np.zeros(len(queries), dtype=bool)
+    """Per pair, the probability that the target ranks in the top k when ties are broken at
+    random: with `g` items scoring above it and `e` others tied, min(1, max(0, (k-g)/(e+1))).
+    Counting a tie as a win would credit sparse scorers (co-occurrence counts are mostly 0)
+    with every target they know nothing about."""
+    out = np.zeros(len(queries), dtype=np.float64)
     for start in range(0, len(queries), batch):
         q, t = queries[start : start + batch], targets[start : start + batch]
         scores = scorer(q).astype(np.float64, copy=True)
         scores[np.arange(len(q)), q] = -np.inf
-        target = scores[np.arange(len(q)), t]
-        out[start : start + batch] = (scores > target[:, None]).sum(1) < k
+        target = scores[np.arange(len(q)), t][:, None]
+        above = (scores > target).sum(1)
+        tied = (scores == target).sum(1) - 1
+        out[start : start + batch] = np.clip((k - above) / (tied + 1), 0.0, 1.0)
     return out
 
 
@@ -156,11 +192,14 @@ def evaluate_next_item(
     k: int = 20,
 ) -> dict[str, NextItemResult]:
     """Next-item Recall@k on the test sequences: IN.OUT vs IN.IN, cosine, counts, popularity."""
-    item_in, item_out = train_dual(train, num_items, config)
+    item_in, item_out = serving_tables(
+        *train_dual(train, num_items, config), train, config.window
+    )  # scored as the bundle serves them
     heads, tails = next_pairs(test)
+    unit_in = _normalised(item_in[:, :-1])  # without the bias column
     scorers: dict[str, Scorer] = {
         "in_out": dot_scorer(item_in, item_out),
-        "in_in": dot_scorer(_normalised(item_in), _normalised(item_in)),
+        "in_in": dot_scorer(unit_in, unit_in),
     }
     if two_tower_items is not None:
         unit = _normalised(two_tower_items)

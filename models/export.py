@@ -39,6 +39,7 @@ OPSET = 17
 PARITY_TOLERANCE = 1e-5
 POPULARITY_SIZE = 1000
 EXTERNAL_DATA_BYTES = 1 << 20
+DUAL_INDEX_FILE = "complementary.faiss"
 
 
 class ExportError(Exception):
@@ -262,6 +263,9 @@ def write_bundle(
     embeddings = item_embeddings(model, features, progress=progress)
     queries = query_sample(embeddings, inputs.user_queries, count=1000)
     built: BuiltIndex = build_index(embeddings, queries, index_spec, progress=progress)
+    dual_index = None
+    if inputs.dual is not None:
+        dual_index = build_dual_index(*inputs.dual, index_spec, progress=progress)
 
     with atomic_directory(out) as tmp:
         write_onnx(tmp, "user_tower.onnx", user_onnx)
@@ -275,14 +279,64 @@ def write_bundle(
         if inputs.dual is not None:
             np.save(tmp / "item_in.npy", inputs.dual[0].astype(np.float32), allow_pickle=False)
             np.save(tmp / "item_out.npy", inputs.dual[1].astype(np.float32), allow_pickle=False)
+        if dual_index is not None:
+            faiss.write_index(dual_index.index, str(tmp / DUAL_INDEX_FILE))
         for name, payload in (extra_files or {}).items():
             (tmp / name).write_bytes(payload)
         files = {
             p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in sorted(tmp.iterdir())
         }
-        manifest = _manifest(model, inputs, built, files=files, parity=parity, catalog=catalog)
+        manifest = _manifest(
+            model, inputs, built, files=files, parity=parity, catalog=catalog, dual=dual_index
+        )
         _write_json(tmp / "manifest.json", manifest)
     return manifest
+
+
+def build_dual_index(
+    item_in: np.ndarray,
+    item_out: np.ndarray,
+    spec: IndexSpec | None,
+    *,
+    queries: int = 1000,
+    progress: bool = False,
+) -> BuiltIndex:
+    """Index of the OUT vectors, queried with IN vectors ("what goes with this item"), chosen
+    like the main index (exact up to the threshold, ANN above) and tuned on a sample of IN rows
+    that have a vector, so the manifest's recall is the one a request sees."""
+    has = np.flatnonzero(np.any(item_in != 0, axis=1))
+    rows = has if len(has) else np.arange(len(item_in))
+    rng = np.random.default_rng(0)
+    sample = np.sort(rng.choice(rows, size=min(queries, len(rows)), replace=False))
+    out = np.ascontiguousarray(item_out, dtype=np.float32)
+    return build_index(out, np.asarray(item_in[sample], dtype=np.float32), spec, progress=progress)
+
+
+def _index_section(built: BuiltIndex, file: str) -> dict[str, Any]:
+    return {
+        "file": file,
+        "type": built.kind,
+        "params": built.params,
+        "ntotal": int(built.index.ntotal),
+        "recall_at_100": round(built.recall_at_100, 6),
+        "recall_at_10": round(built.recall_at_10, 6),
+        "latency_ms_per_query": round(built.latency_ms, 4),
+        "recall_queries": built.queries,
+    }
+
+
+def _dual_section(inputs: BundleInputs, built: BuiltIndex | None) -> dict[str, Any] | None:
+    if inputs.dual is None or built is None:
+        return None
+    return {
+        "in_file": "item_in.npy",
+        "out_file": "item_out.npy",
+        "dim": int(inputs.dual[0].shape[1]),
+        "dtype": "float32",
+        "method": "sgns",
+        "params": inputs.dual_params or {},
+        "index": _index_section(built, DUAL_INDEX_FILE),
+    }
 
 
 def _manifest(
@@ -293,6 +347,7 @@ def _manifest(
     files: dict[str, dict[str, Any]],
     parity: dict[str, float],
     catalog: dict[str, Any],
+    dual: BuiltIndex | None = None,
 ) -> dict[str, Any]:
     dataset, features = inputs.dataset, inputs.item_features
     dim = model.config.dim
@@ -323,16 +378,7 @@ def _manifest(
         "num_items": dataset.num_items,
         "num_users": dataset.num_users,
         "catalog": catalog,
-        "index": {
-            "file": "items.faiss",
-            "type": built.kind,
-            "params": built.params,
-            "ntotal": int(built.index.ntotal),
-            "recall_at_100": round(built.recall_at_100, 6),
-            "recall_at_10": round(built.recall_at_10, 6),
-            "latency_ms_per_query": round(built.latency_ms, 4),
-            "recall_queries": built.queries,
-        },
+        "index": _index_section(built, "items.faiss"),
         "user_tower": {
             "file": "user_tower.onnx",
             "inputs": user_inputs,
@@ -365,16 +411,7 @@ def _manifest(
             "title_hash_buckets": features.title_hash_buckets,
             "title_max_tokens": features.title_max_tokens,
         },
-        "complementary": None
-        if inputs.dual is None
-        else {
-            "in_file": "item_in.npy",
-            "out_file": "item_out.npy",
-            "dim": int(inputs.dual[0].shape[1]),
-            "dtype": "float32",
-            "method": "sgns",
-            "params": inputs.dual_params or {},
-        },
+        "complementary": _dual_section(inputs, dual),
         "files": files,
         "training_data": {
             "fingerprint": dataset.fingerprint,

@@ -11,10 +11,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from models.baselines import run_baselines
 from models.complementary import (
     SGNSConfig,
     evaluate_next_item,
+    serving_tables,
     train_dual,
     wants_complementary,
 )
@@ -22,6 +25,15 @@ from models.export import BundleInputs, ExportError, item_embeddings, write_bund
 from models.index import IndexSpec
 from models.losses import MANIFEST_NAMES, LossName
 from models.split import chronological_split
+from models.strong import (
+    HeldOut,
+    baseline_rows,
+    evaluate_held_out,
+    hold_out,
+    popularity_scores,
+    positives_only,
+    two_tower_scorer,
+)
 from models.train import TrainConfig, TrainResult, train
 from models.types import Dataset, Split
 
@@ -100,9 +112,11 @@ def build(
     exported = time.perf_counter()
     trainer_users = _user_embeddings(dataset, split, config, result)
     dual = None
+    sgns = SGNSConfig(seed=config.seed)
     if wants_complementary(complementary, dataset.num_items):
         dual_started = time.perf_counter()
-        dual = train_dual(split.train_full, dataset.num_items, SGNSConfig(seed=config.seed))
+        learnt = train_dual(split.train_full, dataset.num_items, sgns)
+        dual = serving_tables(*learnt, split.train_full, sgns.window)
         seconds["complementary"] = time.perf_counter() - dual_started
     manifest = write_bundle(
         out,
@@ -115,7 +129,7 @@ def build(
             metrics=metrics,
             user_queries=trainer_users,
             dual=dual,
-            dual_params=None if dual is None else asdict(SGNSConfig(seed=config.seed)),
+            dual_params=None if dual is None else asdict(sgns),
         ),
         index_spec=index_spec,
         progress=progress,
@@ -134,6 +148,54 @@ def _user_embeddings(
     return trainer.embed_users(result.model, split.train_full).numpy()
 
 
+@dataclass
+class StrongResult:
+    """The strong-generalization rows of one setting, and what a bundle would be built from."""
+
+    held: HeldOut
+    split: Split
+    train: TrainResult
+    metrics: Results
+    extra: dict[str, Any]
+
+
+def strong_generalization(
+    dataset: Dataset,
+    *,
+    config: TrainConfig,
+    positive_threshold: float | None = None,
+    fraction: float = 0.15,
+    with_baselines: bool = True,
+    progress: bool = True,
+) -> StrongResult:
+    """Hold out users, train without them, score their futures from their contexts
+    (models/strong.py): the two-tower as the service serves it, next to the baselines."""
+    started = time.perf_counter()
+    held = hold_out(
+        dataset, fraction=fraction, seed=config.seed, positive_threshold=positive_threshold
+    )
+    split = split_dataset(held.train)
+    result = train(held.train, split, config, progress=progress)
+    items = item_embeddings(result.model, result.item_features)
+    popularity = popularity_scores(split.train_full, held.num_items)
+    scorer = two_tower_scorer(result.model, items, held, popularity=popularity)
+    metrics: Results = {"two_tower": _four(evaluate_held_out(held, scorer))}
+    extra: dict[str, Any] = {
+        "held_out_users": held.num_users,
+        "users_with_targets": int(np.unique(held.targets.user).size),
+        "context_events": len(held.context),
+        "targets": len(held.targets),
+        "positive_threshold": positive_threshold,
+        "train_seconds": round(result.seconds, 2),
+    }
+    if with_baselines:
+        rows, chosen = baseline_rows(held, seed=config.seed)
+        metrics.update({name: _four(row) for name, row in rows.items()})
+        extra["baseline_params"] = chosen
+    extra["seconds"] = round(time.perf_counter() - started, 2)
+    return StrongResult(held, split, result, metrics, extra)
+
+
 def evaluate(
     dataset: Dataset,
     *,
@@ -141,8 +203,14 @@ def evaluate(
     losses: tuple[LossName, ...] = ("logq",),
     with_baselines: bool = True,
     progress: bool = True,
+    strong: tuple[float | None, ...] = (),
+    positive_threshold: float | None = None,
 ) -> EvaluationResult:
-    """Test metrics of the two-tower model (one run per loss) next to the baselines."""
+    """Test metrics of the two-tower model (one run per loss) next to the baselines, trained and
+    tested on the interactions weighted at least `positive_threshold` (None = all); with
+    `strong`, a strong-generalization table per threshold in it (None = every interaction is a
+    positive) in `extra["strong_generalization"]`, from the whole of `dataset`."""
+    full, dataset = dataset, positives_only(dataset, positive_threshold)
     split = split_dataset(dataset)
     metrics: Results = {}
     curves: dict[str, list[dict[str, float]]] = {}
@@ -167,4 +235,20 @@ def evaluate(
         baselines, took = _baselines(split, seed=config.seed, progress=progress)
         metrics.update(baselines)
         seconds["baselines"] = round(took, 2)
+    tables = {}
+    for threshold in strong:
+        sg = strong_generalization(
+            full,
+            config=replace(config, loss=losses[0]),
+            positive_threshold=threshold,
+            with_baselines=with_baselines,
+            progress=progress,
+        )
+        tables[strong_label(threshold)] = {"models": sg.metrics, **sg.extra}
+    if tables:
+        extra["strong_generalization"] = tables
     return EvaluationResult(dataset.name, metrics, curves, seconds, extra)
+
+
+def strong_label(threshold: float | None) -> str:
+    return "all_positive" if threshold is None else f"below_{threshold:g}_negative"

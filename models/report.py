@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
-BASELINES = ("popularity", "itemknn", "ials")
+BASELINES = ("popularity", "itemknn", "ials", "ease")
 
 Results = Mapping[str, Mapping[str, float]]
 
@@ -118,7 +118,7 @@ def plot_report(
 
 
 def _colour(name: str, index: int) -> str:
-    fixed = {"popularity": "#9e9e9e", "itemknn": "#8c6d31", "ials": "#6b6ecf"}
+    fixed = {"popularity": "#9e9e9e", "itemknn": "#8c6d31", "ials": "#6b6ecf", "ease": "#637939"}
     others = ("#d62728", "#ff7f0e", "#2ca02c", "#17becf")
     return fixed.get(name, others[index % len(others)])
 

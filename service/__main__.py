@@ -14,17 +14,24 @@ from workers. While a worker loads a bundle it still answers the supervisor's he
 bounds how long the supervisor waits for a ping.
 
 With more than one worker, Prometheus needs a shared multiprocess directory: it is created (or
-emptied) here, before any worker imports prometheus_client.
+emptied) here, before any worker imports prometheus_client; so is the directory where each
+worker marks itself ready (`DUET_WORKER_STATE_DIR`, see service/readiness.py), so that the
+pod's /readyz means every worker is ready.
+
+Bad settings, or a `DUET_REDIS_MODE` that contradicts the server, stop the command with one
+line naming the setting (exit status 1) before any worker starts.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import uvicorn
+from pydantic import ValidationError
 
 from service.settings import Settings
 
@@ -43,14 +50,50 @@ def _prepare_multiprocess_metrics() -> None:
         stale.unlink()
 
 
+def _prepare_worker_marks() -> None:
+    directory = os.environ.get("DUET_WORKER_STATE_DIR")
+    if directory is None:
+        os.environ["DUET_WORKER_STATE_DIR"] = tempfile.mkdtemp(prefix="duet-workers-")
+        return
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.ready"):
+        stale.unlink()
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            ("DUET_" + "_".join(str(p) for p in e["loc"]).upper() + ": " if e["loc"] else "")
+            + str(e["msg"]).removeprefix("Value error, ")
+            for e in error.errors(include_url=False)
+        )
+        sys.exit(f"duet: invalid settings: {problems}")
+    return settings
+
+
+def _check_redis_mode_or_exit(settings: Settings) -> None:
+    # imported late all the same: nothing it pulls in may touch the metrics directory
+    from service.redis_mode import RedisModeError, check_mode  # noqa: PLC0415
+
+    try:
+        check_mode(settings)
+    except RedisModeError as error:
+        sys.exit(f"duet: {error.message}")
+
+
 def main() -> None:
-    settings = Settings()
+    settings = _settings_or_exit()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if settings.workers > 1:
         _prepare_multiprocess_metrics()
+        _prepare_worker_marks()
+    _check_redis_mode_or_exit(settings)
     uvicorn.run(
         "service.app:app_from_env",
         factory=True,

@@ -9,6 +9,8 @@ line), so an orchestrator never routes traffic to it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
@@ -22,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from service import metrics
-from service.api import ROUTERS
+from service.api import ROUTERS, openapi
 from service.api.fastlane import FastLane
 from service.api.middleware import ServingMiddleware
 from service.api.responses import error_response
@@ -31,11 +33,13 @@ from service.arms import ArmTable
 from service.broadcast import ReloadFanout
 from service.catalog.feeds import LiveFeeds, open_change_log
 from service.errors import DuetError
-from service.exposures import open_exposure_log
+from service.exposures import ExposureLog, open_exposure_log
 from service.lifecycle import Reloader, ReloadRejectedError, install_sighup
+from service.readiness import WorkerMarks
 from service.recommender import Recommender
 from service.settings import Settings
-from service.store import open_store
+from service.store import Store, open_store
+from service.store.clients import check_mode
 from service.tracking import ExperimentTracker
 
 log = logging.getLogger("service")
@@ -61,12 +65,29 @@ async def _load(app: FastAPI, settings: Settings) -> None:
         log.info("ready: arm %s serves bundle %s", arm.name, arm.bundle.version)
 
 
+async def _mark_when_ready(
+    app: FastAPI, store: Store, exposures: ExposureLog, marks: WorkerMarks
+) -> None:
+    """Until this worker serves a bundle and its Redis answered (the store, and the exposure
+    log's cluster discovery): probe every 0.25 s, then mark it ready and stop."""
+    while True:
+        if not app.state.redis_reached:
+            if not store.reached:
+                await store.health()
+            app.state.redis_reached = store.reached and await exposures.connect()
+        if app.state.redis_reached and app.state.arms.current is not None:
+            marks.mark_ready()
+            return
+        await asyncio.sleep(0.25)
+
+
 def create_app(settings: Settings) -> FastAPI:
     shedder = Shedder(max_inflight=settings.max_inflight, max_queue_ms=settings.max_queue_ms)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         faiss.omp_set_num_threads(1)
+        await asyncio.to_thread(check_mode, settings)  # RedisModeError: one line, no start
         store = open_store(settings)
         feeds = LiveFeeds(
             open_change_log(settings), request_timeout_s=settings.redis_timeout_ms / 1000
@@ -95,13 +116,24 @@ def create_app(settings: Settings) -> FastAPI:
         await _load(app, settings)
         uninstall_sighup = install_sighup(app.state.reloader)
         fanout = None
-        if settings.redis_url is not None:
-            fanout = ReloadFanout(settings.redis_url, app.state.reloader, timeout_seconds=1.0)
+        if settings.uses_redis:
+            fanout = ReloadFanout(settings, app.state.reloader, timeout_seconds=1.0)
             fanout.start()
         app.state.fanout = fanout
+        marks = app.state.worker_marks = WorkerMarks(settings.worker_state_dir, settings.workers)
+        app.state.redis_reached = not settings.uses_redis
+        if settings.uses_redis:  # a first contact of a few seconds at most; none = not ready
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(3.0):
+                    app.state.redis_reached = await store.connect() and await exposures.connect()
+        watcher = asyncio.get_running_loop().create_task(
+            _mark_when_ready(app, store, exposures, marks)
+        )
         try:
             yield {SHEDDER_STATE: shedder}  # lifespan state: the HTTP protocol sheds with it
         finally:
+            watcher.cancel()
+            marks.clear()
             uninstall_sighup()
             if fanout is not None:
                 await fanout.stop()
@@ -124,6 +156,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     for router in ROUTERS:
         app.include_router(router)
+    openapi.install(app)
     app.add_exception_handler(DuetError, _duet_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
     app.add_middleware(FastLane)  # inside ServingMiddleware: limits and metrics apply

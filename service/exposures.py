@@ -7,16 +7,20 @@ attribution window, and counts only if the clicked item was in that exposure. Th
 in Redis, updated atomically by a Lua script, so the report is right across workers; a second,
 in-process implementation serves the embedded mode and passes the same tests.
 
-Redis keys (`{p}` is the prefix, "duet:" by default):
-    {p}exposures                       stream of exposure records, XADD MAXLEN ~ bounded
-    {p}xp:req:{request_id}             hash: experiment, arm, user, i:{item}=position,
+Redis keys (`{p}` is the prefix, "duet:" by default; `{s}` the user's shard, crc32(user) mod
+`DUET_EXPERIMENT_SHARDS`, see `store/keys.py`):
+    {p}{x{s}}:exposures                stream of exposure records, XADD MAXLEN ~ bounded
+    {p}{x{s}}:req:{request_id}         hash: experiment, arm, user, i:{item}=position,
                                        c:{item}=1 once clicked, clicked=1; TTL = window
-    {p}xp:last:{user}                  request_id of the user's last exposure; TTL = window
-    {p}xp:{experiment}:counts          hash: {arm}:exposures, {arm}:clicks, {arm}:clicked_exposures
-    {p}xp:{experiment}:users:{arm}     set of assigned users (exact: a HyperLogLog's 0.8% error
-                                       would trip the sample-ratio check at scale)
-The attribution script reads a key named by a value (the last request id), so it needs a single
-Redis, not a cluster.
+    {p}{x{s}}:last:{user}              request_id of the user's last exposure; TTL = window
+    {p}{x{s}}:xp:{experiment}:counts   hash: {arm}:exposures, {arm}:clicks, {arm}:clicked_exposures
+    {p}{x{s}}:xp:{experiment}:users:{arm}  set of assigned users (exact: a HyperLogLog's 0.8%
+                                       error would trip the sample-ratio check at scale)
+Everything about one user is in one shard, so recording and attributing stay one script per
+shard (one slot; on a single node, one script for the whole batch), and one experiment's writes
+spread over every shard, hence every node of a cluster. The report sums the shards (a user is
+in exactly one, so the user sets add up exactly). The attribution script reads a key named by
+a value (the last request id), which a cluster allows because it is in the same slot.
 """
 
 from __future__ import annotations
@@ -29,14 +33,13 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.typing import EncodableT
 
 from service.settings import Settings
 from service.stats import ArmCounts
+from service.store import keys
 from service.store.breaker import CircuitBreaker
+from service.store.clients import Discovery, LuaScript, RedisClient, open_client, slot_groups
 from service.store.guard import guarded
 
 DEFAULT_WINDOW_SECONDS = 1_800.0
@@ -107,6 +110,10 @@ class ExposureLog(ABC):
     @abstractmethod
     async def recent(self, count: int) -> list[dict[str, Any]]:
         """The last `count` exposure records, newest first."""
+
+    async def connect(self) -> bool:
+        """Ready to write (a cluster client has discovered its nodes); bounded."""
+        return True
 
     async def close(self) -> None:
         return None
@@ -209,24 +216,25 @@ class MemoryExposureLog(ExposureLog):
         return [self._stream[-index] for index in range(1, min(count, len(self._stream)) + 1)]
 
 
-# Arguments: prefix, then (user, item, request_id or "") per click; returns one entry per click:
-# {experiment, arm, request_id, position, counted} or false.
+# KEYS: the last-exposure key of each click's user. ARGV per click: its shard's key prefix, user,
+# item, request_id or "". Returns one entry per click: {experiment, arm, request_id, position,
+# counted} or false.
 _ATTRIBUTE_LUA = """
-local prefix = ARGV[1]
 local results = {}
-for n = 2, #ARGV, 3 do
-  local user, item, request_id = ARGV[n], ARGV[n + 1], ARGV[n + 2]
+local k = 1
+for n = 1, #ARGV, 4 do
+  local tag, user, item, request_id = ARGV[n], ARGV[n + 1], ARGV[n + 2], ARGV[n + 3]
   local result = false
   if request_id == '' then
-    request_id = redis.call('GET', prefix .. 'xp:last:' .. user)
+    request_id = redis.call('GET', KEYS[k])
   end
   if request_id then
-    local key = prefix .. 'xp:req:' .. request_id
+    local key = tag .. 'req:' .. request_id
     local f = redis.call('HMGET', key, 'experiment', 'arm', 'user', 'i:' .. item)
     if f[1] and f[3] == user and f[4] then
       local counted = redis.call('HSETNX', key, 'c:' .. item, 1)
       if counted == 1 then
-        local counts = prefix .. 'xp:' .. f[1] .. ':counts'
+        local counts = tag .. 'xp:' .. f[1] .. ':counts'
         redis.call('HINCRBY', counts, f[2] .. ':clicks', 1)
         if redis.call('HSETNX', key, 'clicked', 1) == 1 then
           redis.call('HINCRBY', counts, f[2] .. ':clicked_exposures', 1)
@@ -236,50 +244,55 @@ for n = 2, #ARGV, 3 do
     end
   end
   results[#results + 1] = result
+  k = k + 1
 end
 return results
 """
 
 
-# Arguments: prefix, stream maxlen, window (ms), then per exposure: request_id, user,
-# experiment, arm, record (JSON), n, then its n item ids. One script call per batch: redis-py
-# spends ~20 us of CPU packing each command, so six commands per exposure cost more than Redis.
+# KEYS per exposure: stream, request record, last exposure, counters, users of the arm (all in
+# the user's shard). ARGV: stream maxlen (per shard), window (ms), then per exposure: request_id,
+# user, experiment, arm, record (JSON), n, then its n item ids. One script call per batch (per
+# shard on a cluster): redis-py spends ~20 us of CPU packing each command, so six commands per
+# exposure cost more than Redis.
 _RECORD_LUA = """
-local prefix, maxlen, window = ARGV[1], ARGV[2], ARGV[3]
-local i = 4
+local maxlen, window = ARGV[1], ARGV[2]
+local i, k = 3, 1
 while i <= #ARGV do
   local request_id, user, experiment, arm = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local record, n = ARGV[i + 4], tonumber(ARGV[i + 5])
-  redis.call('XADD', prefix .. 'exposures', 'MAXLEN', '~', maxlen, '*', 'record', record)
-  local key = prefix .. 'xp:req:' .. request_id
+  redis.call('XADD', KEYS[k], 'MAXLEN', '~', maxlen, '*', 'record', record)
   local fields = {'experiment', experiment, 'arm', arm, 'user', user}
   for position = n, 1, -1 do  -- last write wins: an item shown twice keeps its first position
     fields[#fields + 1] = 'i:' .. ARGV[i + 5 + position]
     fields[#fields + 1] = position
   end
-  redis.call('HSET', key, unpack(fields))
-  redis.call('PEXPIRE', key, window)
-  redis.call('SET', prefix .. 'xp:last:' .. user, request_id, 'PX', window)
-  redis.call('HINCRBY', prefix .. 'xp:' .. experiment .. ':counts', arm .. ':exposures', 1)
-  redis.call('SADD', prefix .. 'xp:' .. experiment .. ':users:' .. arm, user)
+  redis.call('HSET', KEYS[k + 1], unpack(fields))
+  redis.call('PEXPIRE', KEYS[k + 1], window)
+  redis.call('SET', KEYS[k + 2], request_id, 'PX', window)
+  redis.call('HINCRBY', KEYS[k + 3], arm .. ':exposures', 1)
+  redis.call('SADD', KEYS[k + 4], user)
   i = i + 6 + n
+  k = k + 5
 end
 return #ARGV
 """
 
 
 class RedisExposureLog(ExposureLog):
-    """Shared by every worker: one script call per batch of exposures, one per batch of clicks."""
+    """Shared by every worker: one script call per batch of exposures (per shard on a cluster),
+    one per batch of clicks."""
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         *,
         timeout_seconds: float,
         breaker: CircuitBreaker,
         window_seconds: float = DEFAULT_WINDOW_SECONDS,
         stream_maxlen: int = DEFAULT_STREAM_MAXLEN,
-        prefix: str = "duet:",
+        prefix: str = keys.PREFIX,
+        shards: int = 16,
         owns_client: bool = False,
     ) -> None:
         self._redis = client
@@ -287,119 +300,177 @@ class RedisExposureLog(ExposureLog):
         self._timeout = timeout_seconds
         self._breaker = breaker
         self._window_ms = max(1, round(window_seconds * 1000))
-        self._maxlen = stream_maxlen
+        self._maxlen = -(-stream_maxlen // shards)  # the bound is shared by the shards
         self._prefix = prefix
-        self._attribute = client.register_script(_ATTRIBUTE_LUA)
-        self._record = client.register_script(_RECORD_LUA)
+        self._shards = shards
+        self._attribute = LuaScript(_ATTRIBUTE_LUA)
+        self._record = LuaScript(_RECORD_LUA)
+        self._discovery = Discovery(client)
+
+    def _tag(self, user_id: str) -> str:
+        return keys.shard_tag(keys.shard_of(user_id, self._shards), self._prefix)
 
     async def _call(self, operation: Callable[[], Awaitable[_T]], what: str) -> _T:
-        return await guarded(self._breaker, self._timeout, operation, what)
+        return await guarded(
+            self._breaker, self._timeout, operation, what, ready=self._discovery.ready
+        )
 
     async def record(self, exposures: Sequence[Exposure]) -> None:
         if not exposures:
             return
-        args: list[EncodableT] = [self._prefix, self._maxlen, self._window_ms]
-        for exposure in exposures:
-            args += [
-                exposure.request_id,
-                exposure.user_id,
-                exposure.experiment,
-                exposure.arm,
-                orjson.dumps(exposure.record()),
-                len(exposure.items),
-                *exposure.items,
-            ]
 
-        async def run() -> None:
-            await self._record(keys=[], args=args)
+        def call(group: list[Exposure]) -> tuple[list[str], list[EncodableT]]:
+            script_keys: list[str] = []
+            args: list[EncodableT] = [self._maxlen, self._window_ms]
+            for exposure in group:
+                tag = self._tag(exposure.user_id)
+                script_keys += [
+                    f"{tag}exposures",
+                    f"{tag}req:{exposure.request_id}",
+                    f"{tag}last:{exposure.user_id}",
+                    f"{tag}xp:{exposure.experiment}:counts",
+                    f"{tag}xp:{exposure.experiment}:users:{exposure.arm}",
+                ]
+                args += [
+                    exposure.request_id,
+                    exposure.user_id,
+                    exposure.experiment,
+                    exposure.arm,
+                    orjson.dumps(exposure.record()),
+                    len(exposure.items),
+                    *exposure.items,
+                ]
+            return script_keys, args
 
-        await self._call(run, "exposure write")
+        groups = slot_groups(self._redis, exposures, lambda e: self._tag(e.user_id))
+
+        async def run_all() -> None:
+            await self._record.many(self._redis, [call(group) for group in groups])
+
+        await self._call(run_all, "exposure write")
 
     async def attribute(self, clicks: Sequence[Click]) -> list[Attribution | None]:
         if not clicks:
             return []
-        args: list[str] = [self._prefix]
-        for click in clicks:
-            args += [click.user_id, click.item_id, click.request_id or ""]
+        indexed = list(enumerate(clicks))
 
-        async def run() -> list[Any]:
-            result: list[Any] = await self._attribute(keys=[], args=args)
-            return result
+        def call(group: list[tuple[int, Click]]) -> tuple[list[str], list[str]]:
+            script_keys: list[str] = []
+            args: list[str] = []
+            for _, click in group:
+                tag = self._tag(click.user_id)
+                script_keys.append(f"{tag}last:{click.user_id}")
+                args += [tag, click.user_id, click.item_id, click.request_id or ""]
+            return script_keys, args
 
-        raw = await self._call(run, "click attribution")
-        return [
-            Attribution(
-                experiment=entry[0].decode(),
-                arm=entry[1].decode(),
-                request_id=entry[2].decode(),
-                position=int(entry[3]),
-                counted=int(entry[4]) == 1,
-            )
-            if entry
-            else None
-            for entry in raw
-        ]
+        groups = slot_groups(self._redis, indexed, lambda pair: self._tag(pair[1].user_id))
+
+        async def run_all() -> list[Any]:
+            return await self._attribute.many(self._redis, [call(group) for group in groups])
+
+        found: dict[int, Any] = {}
+        for group, raw in zip(groups, await self._call(run_all, "click attribution"), strict=True):
+            found.update((index, entry) for (index, _), entry in zip(group, raw, strict=True))
+        return [self._attribution(found[index]) for index in range(len(clicks))]
+
+    @staticmethod
+    def _attribution(entry: Any) -> Attribution | None:
+        if not entry:
+            return None
+        return Attribution(
+            experiment=entry[0].decode(),
+            arm=entry[1].decode(),
+            request_id=entry[2].decode(),
+            position=int(entry[3]),
+            counted=int(entry[4]) == 1,
+        )
 
     async def counts(self, experiment: str, arms: Iterable[str]) -> dict[str, ArmCounts]:
         names = list(arms)
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hgetall(f"{self._prefix}xp:{experiment}:counts")
-        for arm in names:
-            pipe.scard(f"{self._prefix}xp:{experiment}:users:{arm}")
-        raw_counts, *users = await self._call(pipe.execute, "report counts")
-        tally = {key.decode(): int(value) for key, value in raw_counts.items()}
+
+        async def read() -> list[Any]:
+            async with self._redis.pipeline(transaction=False) as pipe:  # grouped by node
+                for shard in range(self._shards):
+                    tag = keys.shard_tag(shard, self._prefix)
+                    pipe.hgetall(f"{tag}xp:{experiment}:counts")
+                    for arm in names:
+                        pipe.scard(f"{tag}xp:{experiment}:users:{arm}")
+                return list(await pipe.execute())
+
+        raw = await self._call(read, "report counts")
+        tally: dict[str, int] = {}
+        users = dict.fromkeys(names, 0)
+        step = 1 + len(names)
+        for shard in range(self._shards):
+            for key, value in raw[shard * step].items():
+                tally[key.decode()] = tally.get(key.decode(), 0) + int(value)
+            for arm, arm_users in zip(
+                names, raw[shard * step + 1 : (shard + 1) * step], strict=True
+            ):
+                users[arm] += int(arm_users)
         return {
             arm: ArmCounts(
-                users=int(arm_users),
+                users=users[arm],
                 exposures=tally.get(f"{arm}:exposures", 0),
                 clicks=tally.get(f"{arm}:clicks", 0),
                 clicked_exposures=tally.get(f"{arm}:clicked_exposures", 0),
             )
-            for arm, arm_users in zip(names, users, strict=True)
+            for arm in names
         }
 
     async def recent(self, count: int) -> list[dict[str, Any]]:
-        async def read() -> list[Any]:
-            entries = await self._redis.xrevrange(f"{self._prefix}exposures", count=count)
-            return list(entries or [])
+        """The newest `count` of all the shards (by stream id, that is by the nodes' clocks)."""
 
-        entries = await self._call(read, "exposure read")
-        return [orjson.loads(fields[b"record"]) for _, fields in entries]
+        async def read() -> list[Any]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for shard in range(self._shards):
+                    pipe.xrevrange(f"{keys.shard_tag(shard, self._prefix)}exposures", count=count)
+                return list(await pipe.execute())
+
+        merged = [
+            entry for entries in await self._call(read, "exposure read") for entry in entries or []
+        ]
+
+        def stream_id(entry: Any) -> tuple[int, int]:
+            ms, _, seq = entry[0].decode().partition("-")
+            return int(ms), int(seq or 0)
+
+        merged.sort(key=stream_id, reverse=True)
+        return [orjson.loads(fields[b"record"]) for _, fields in merged[:count]]
+
+    async def connect(self) -> bool:
+        return await self._discovery.wait()
 
     async def close(self) -> None:
+        await self._discovery.close()
         if self._owns_client:
             await self._redis.aclose()
 
 
 def open_exposure_log(settings: Settings) -> ExposureLog:
-    """Redis when `DUET_REDIS_URL` is set (shared by workers), else in-process.
+    """Redis when configured (shared by workers, any `DUET_REDIS_MODE`), else in-process.
 
     Its deadline is at least `TRACKING_TIMEOUT_FLOOR_MS`: a read on the request path can fall
     back, but a lost exposure biases the report, so tracking waits a little longer.
     """
     window = settings.attribution_window_seconds
-    if settings.redis_url is None:
+    if not settings.uses_redis:
         return MemoryExposureLog(
             window_seconds=window, stream_maxlen=settings.exposure_stream_maxlen
         )
     timeout = max(settings.redis_timeout_ms, TRACKING_TIMEOUT_FLOOR_MS) / 1000
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=settings.redis_max_connections,
-        timeout=timeout,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
+    client = open_client(
+        settings, connect_timeout=timeout, max_connections=settings.redis_max_connections
     )
     breaker = CircuitBreaker(
         failures=settings.breaker_failures, cooldown_seconds=settings.breaker_cooldown_seconds
     )
     return RedisExposureLog(
-        aioredis.Redis(connection_pool=pool),
+        client,
         timeout_seconds=timeout,
         breaker=breaker,
         window_seconds=window,
         stream_maxlen=settings.exposure_stream_maxlen,
+        shards=settings.experiment_shards,
         owns_client=True,
     )

@@ -27,7 +27,7 @@ from service.arms import Arm, ArmTable
 from service.catalog.bundle import Bundle, load_bundle
 from service.catalog.feeds import LiveFeeds
 from service.catalog.retriever import DEFAULT_EXACT_MAX_ROWS, SearchSettings
-from service.errors import BundleError, RequestError
+from service.errors import BundleError, NotFoundError, RequestError
 from service.experiments import (
     ArmConfig,
     ExperimentConfig,
@@ -53,6 +53,14 @@ class ReloadRejectedError(RequestError):
 
     status_code = 422
     code = "reload_rejected"
+
+
+def _has_manifest(path: Path) -> bool:
+    """False too when the OS refuses the path (over PATH_MAX once joined to the base)."""
+    try:
+        return (path / "manifest.json").is_file()
+    except (OSError, ValueError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,12 @@ def warm_up(arm: Arm) -> None:
     )
     if len(rows) == 0 or not np.isfinite(scores).all():
         raise BundleError("warm-up: the index returned no items or non-finite scores")
+    dual = bundle.complementary
+    query = None if dual is None else dual.query(history)
+    if dual is not None and query is not None:
+        rows, scores = dual.retriever.search(query, k, excluded=set(history))
+        if len(rows) == 0 or not np.isfinite(scores).all():
+            raise BundleError("warm-up: the complementary index returned no items")
 
 
 def _load(path: Path, exact_max_rows: int) -> Bundle:
@@ -214,6 +228,8 @@ class Reloader:
         if bundle is not None:
             base = config.source.resolve().parent if config.source else Path.cwd()
             path = (bundle if bundle.is_absolute() else base / bundle).resolve()
+            if not _has_manifest(path):  # nothing there: 404, not a rejection
+                raise NotFoundError(f"bundle {path}: no manifest.json there", field="bundle")
             target = dataclasses.replace(target, bundle=path)
         arms = tuple(target if a.name == arm else a for a in config.arms)
         keep = {

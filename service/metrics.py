@@ -58,6 +58,11 @@ SEEN_DROPPED = Counter(
     "duet_seen_dropped_total",
     "Oldest seen-set items dropped past DUET_SEEN_MAX_ITEMS (they may be recommended again).",
 )
+RELATED_REQUESTS = Counter(
+    "duet_related_requests_total",
+    "Item-to-item answers (similar, complementary) by endpoint (route template) and relation.",
+    ["endpoint", "relation"],
+)
 UNKNOWN_IDS = Counter("duet_unknown_ids_total", "Ids the serving bundle does not know.", ["kind"])
 BUNDLE_INFO = Gauge(
     "duet_bundle_info", "1 per arm for the bundle it serves.", ["arm", "version"],
@@ -123,6 +128,7 @@ for _counter, _labels in (
     (BUNDLE_RELOADS, ("swapped", "rejected")),
     (FALLBACKS, ("store_unavailable", "cold_start")),
     (CATALOG_CHANGES, ("upsert", "delete", "available")),
+    (FALLBACKS, ("no_dual_embeddings", "item_without_dual_embedding")),
 ):
     for _label in _labels:
         _counter.labels(_label)
@@ -131,6 +137,11 @@ for _counter, _labels in (
 @cache
 def cache_counter(layer: str, result: str) -> Counter:
     return CACHE_REQUESTS.labels(layer, result)
+
+
+@cache
+def related_counter(endpoint: str, relation: str) -> Counter:
+    return RELATED_REQUESTS.labels(endpoint, relation)
 
 
 def multiprocess_dir() -> str | None:

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +28,7 @@ from service.catalog.feeds import LiveFeeds
 from service.catalog.filters import Allowed, ItemFilter
 from service.catalog.items import Catalog
 from service.catalog.live import merge
-from service.catalog.retriever import SearchSettings
+from service.catalog.retriever import Retriever, SearchSettings
 from service.errors import InvalidInputError, NotFoundError, StoreUnavailableError
 from service.policies import SCORE, RankingPolicy, rank
 from service.store import EMPTY_STATE, Store
@@ -44,6 +45,28 @@ class RecommendQuery:
     item_filter: ItemFilter | None = None
     history: tuple[str, ...] | None = None
     """Item ids supplied with the request (anonymous or session users), oldest first."""
+
+
+Relation = Literal["similar", "complementary"]
+NO_DUAL_BUNDLE = "no_dual_embeddings"
+"""Fallback: the bundle was built without dual embeddings; the items are `similar` ones."""
+NO_DUAL_ITEM = "item_without_dual_embedding"
+"""Fallback: no item of the query has an IN vector (e.g. added after the build): `similar`."""
+
+
+@dataclass(frozen=True, slots=True)
+class RelatedQuery:
+    """Items related to one item or a basket: `similar` (two-tower cosine) or `complementary`
+    (summed IN vectors against OUT vectors), never the items themselves, nor what `user_id`
+    has seen, nor what the filter refuses."""
+
+    item_ids: tuple[str, ...]
+    k: int = 10
+    relation: Relation = "complementary"
+    item_filter: ItemFilter | None = None
+    user_id: str | None = None
+    field: str = "item_id"
+    """The request field an unknown item is reported under."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +200,33 @@ def search_items(
     return [by_id[item_id] for item_id, _ in pairs]
 
 
+def _relation_query(
+    arm: Arm, rows: list[int], relation: Relation
+) -> tuple[Retriever, SearchSettings, npt.NDArray[np.float32], str | None]:
+    """The index to search, its settings, the query vector and the fallback reason, if any.
+
+    Complementary searches the bundle's OUT index with the summed IN vectors, at the arm's
+    over-fetch but the OUT index's own tuned efSearch / nprobe (the arm's are the main index's)."""
+    bundle = arm.bundle
+    reason = None
+    if relation == "complementary":
+        dual = bundle.complementary
+        query = None if dual is None else dual.query(rows)
+        if dual is not None and query is not None:
+            search = arm.search
+            if search.ef_search is not None or search.nprobe is not None:
+                search = SearchSettings(overfetch=search.overfetch)
+            return dual.retriever, search, query, None
+        reason = NO_DUAL_BUNDLE if dual is None else NO_DUAL_ITEM
+    retriever = bundle.retriever
+    if len(rows) == 1:
+        return retriever, arm.search, retriever.item_vector(rows[0]), reason
+    summed = np.sum([retriever.item_vector(row) for row in rows], axis=0, dtype=np.float32)
+    norm = float(np.linalg.norm(summed))
+    vector = summed / norm if norm > 0 else summed
+    return retriever, arm.search, np.ascontiguousarray(vector, dtype=np.float32), reason
+
+
 class Recommender:
     """The request path. At most `concurrency` recommends (store to search) and event writes run
     at once.
@@ -247,10 +297,17 @@ class Recommender:
         _count_unknown("history_item", len(history_ids), len(history))
         excluded_known = _known_rows(catalog, query.exclude_item_ids)
         _count_unknown("exclude_item", len(query.exclude_item_ids), len(excluded_known))
-        excluded = set(history)
-        excluded.update(excluded_known)
-        if state.seen:  # every item ever interacted with, not just the tower's window
-            excluded.update(_known_rows(catalog, state.seen))
+
+        def exclusions() -> set[int]:
+            """History, request exclusions and the seen set (every item ever interacted with,
+            not just the tower's window): built only past the page memo, whose key carries the
+            seen set's size and newest item, so a memo hit pays nothing per seen item."""
+            excluded = set(history)
+            excluded.update(excluded_known)
+            if state.seen:
+                excluded.update(_known_rows(catalog, state.seen))
+            return excluded
+
         allowed = catalog.masks.allowed(query.item_filter)
         filtered = time.perf_counter()
         metrics.STAGE_FILTER.observe(filtered - fetched)
@@ -261,7 +318,7 @@ class Recommender:
             metrics.FALLBACKS.labels("store_unavailable").inc()
         if user_idx == 0 and not history:
             metrics.FALLBACKS.labels("cold_start").inc()
-            items = _popular(bundle, query.k, excluded, allowed)
+            items = _popular(bundle, query.k, exclusions(), allowed)
             metrics.STAGE_SEARCH.observe(time.perf_counter() - filtered)
             return Recommendation(
                 request_id, query.user_id, bundle.version, arm.name, items, "cold_start"
@@ -307,7 +364,7 @@ class Recommender:
                 )
         items = search_items(
             bundle, arm.policy, arm.search, vector, query.k,
-            excluded=excluded, allowed=allowed, item_filter=query.item_filter,
+            excluded=exclusions(), allowed=allowed, item_filter=query.item_filter,
             excluded_ids=_live_excluded(bundle, history_ids, query.exclude_item_ids, state.seen),
         )  # fmt: skip
         metrics.STAGE_SEARCH.observe(time.perf_counter() - looked_up)
@@ -364,6 +421,51 @@ class Recommender:
             arm, vector, k=k, excluded=excluded, item_filter=item_filter, request_id=request_id,
             excluded_ids=(item_id,),
         )  # fmt: skip
+
+    async def related(self, arm: Arm, query: RelatedQuery, request_id: str) -> Retrieval:
+        """Complementary (or similar) items of one item or a basket. Falls back to `similar`
+        and says so in `fallback` when the bundle or the items have no dual embedding."""
+        bundle = arm.bundle
+        catalog = bundle.catalog
+        rows = []
+        for item_id in query.item_ids:
+            row = catalog.rows.get(item_id)
+            if row is None or bundle.live.deleted(item_id):
+                metrics.UNKNOWN_IDS.labels(f"{query.relation}_item").inc()
+                message = f"item {item_id!r} is not in bundle {bundle.version}"
+                raise NotFoundError(message, field=query.field)
+            rows.append(row)
+        excluded = set(rows)
+        if not bundle.live.is_empty():  # deleted, hidden or superseded rows are never served
+            excluded |= bundle.live.tombstoned_rows()
+        fallback = None
+        if query.user_id is not None:
+            seen, fallback = await self._seen(query.user_id, bundle)
+            excluded.update(_known_rows(catalog, seen))
+        retriever, settings, vector, reason = _relation_query(arm, rows, query.relation)
+        if reason is not None:
+            metrics.FALLBACKS.labels(reason).inc()
+            fallback = reason
+        allowed = catalog.masks.allowed(query.item_filter)
+        started = time.perf_counter()
+        found, scores = retriever.search(
+            vector, query.k, excluded=excluded, allowed=allowed, settings=settings
+        )
+        metrics.STAGE_SEARCH.observe(time.perf_counter() - started)
+        items = _items(catalog, found, scores)
+        return Retrieval(request_id, bundle.version, arm.name, items, fallback)
+
+    async def _seen(self, user_id: str, bundle: Bundle) -> tuple[tuple[str, ...], str | None]:
+        """What the user has seen (history and seen set), in the one fetch round trip; without
+        the store, nothing, and the fallback that says the exclusion could not be applied."""
+        try:
+            async with self._gate:
+                state = await self.store.fetch(user_id, bundle.version)
+        except StoreUnavailableError:
+            metrics.cache_counter(self.store.backend, "error").inc()
+            metrics.FALLBACKS.labels("store_unavailable").inc()
+            return (), "store_unavailable"
+        return state.history + state.seen, None
 
     def retrieve_by_embedding(
         self,

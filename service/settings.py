@@ -6,7 +6,8 @@ Validated once at startup so a typo or an absurd value stops the process before 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,7 +24,27 @@ class Settings(BaseSettings):
         description="Admin reloads may only name bundles under this directory; unset = anywhere.",
     )
     redis_url: str | None = Field(
-        default=None, description="redis://host:port/db; unset = embedded in-process store."
+        default=None,
+        description="redis://host:port/db (cluster: one startup node); unset = in-process store.",
+    )
+    redis_mode: Literal["single", "cluster", "sentinel"] = Field(
+        default="single", description="single node, Redis Cluster, or a Sentinel-managed primary."
+    )
+    redis_sentinels: str | None = Field(
+        default=None,
+        max_length=4_096,
+        pattern=r"^\s*[^\s,:]+:\d{1,5}\s*(,\s*[^\s,:]+:\d{1,5}\s*)*$",
+        description="Sentinel mode: host:port of each sentinel, comma-separated.",
+    )
+    redis_master_name: str | None = Field(
+        default=None, min_length=1, max_length=256, description="Sentinel mode: the master's name."
+    )
+    experiment_shards: int = Field(
+        default=16,
+        ge=1,
+        le=1_024,
+        description="Exposure streams and experiment counters are split over this many keys "
+        "(hash-tagged, so a cluster spreads them). Change it only between experiments.",
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -33,6 +54,10 @@ class Settings(BaseSettings):
         ge=0.05,
         le=3_600,
         description="uvicorn's supervisor restarts a worker that does not answer its ping in this.",
+    )
+    worker_state_dir: Path | None = Field(
+        default=None,
+        description="Set by `python -m service` with several workers: their readiness marks.",
     )
     exact_scan_max_rows: int = Field(
         default=20_000,
@@ -84,6 +109,29 @@ class Settings(BaseSettings):
     experiments: Path | None = Field(default=None, description="Experiment config (TOML).")
     attribution_window_seconds: float = Field(default=1_800.0, gt=0, le=7 * 86_400)
     exposure_stream_maxlen: int = Field(default=100_000, ge=100, le=100_000_000)
+
+    @property
+    def uses_redis(self) -> bool:
+        return self.redis_url is not None or self.redis_mode == "sentinel"
+
+    @model_validator(mode="after")
+    def _redis_mode_complete(self) -> Self:
+        if self.redis_mode == "sentinel":
+            if self.redis_sentinels is None or self.redis_master_name is None:
+                raise ValueError(
+                    "DUET_REDIS_MODE=sentinel needs DUET_REDIS_SENTINELS and DUET_REDIS_MASTER_NAME"
+                )
+        elif self.redis_sentinels is not None:
+            raise ValueError(
+                f"DUET_REDIS_SENTINELS is set but DUET_REDIS_MODE={self.redis_mode}; "
+                "set DUET_REDIS_MODE=sentinel"
+            )
+        if self.redis_mode == "cluster":
+            if self.redis_url is None:
+                raise ValueError("DUET_REDIS_MODE=cluster needs DUET_REDIS_URL (a startup node)")
+            if urlsplit(self.redis_url).path.strip("/") not in ("", "0"):
+                raise ValueError("DUET_REDIS_URL: Redis Cluster has only db 0")
+        return self
 
     @model_validator(mode="after")
     def _refuse_placeholder_token(self) -> Self:

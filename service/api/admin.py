@@ -50,6 +50,10 @@ router = APIRouter(
 )
 
 
+# no NUL byte, no path component longer than 255 characters
+PATH_PATTERN = r"^(?:[^/\x00]{0,255}/)*[^/\x00]{0,255}$"
+
+
 class ReloadRequest(BaseModel):
     """Empty: re-read the experiment config. `arm` and/or `bundle`: replace one arm's bundle."""
 
@@ -60,6 +64,8 @@ class ReloadRequest(BaseModel):
         min_length=1,
         max_length=4096,
         description="Bundle directory; relative to the experiment config's directory.",
+        # documented here, checked by admin_path (which names the rule broken)
+        json_schema_extra={"pattern": PATH_PATTERN},
     )
 
 
@@ -143,7 +149,8 @@ async def list_bundles(request: Request) -> dict[str, Any]:
 @router.post(
     "/bundles/reload",
     responses={
-        400: {"model": ErrorResponse},
+        400: {"model": ErrorResponse, "description": "`arm` names no loaded arm."},
+        404: {"model": ErrorResponse, "description": "`bundle` names no bundle directory."},
         409: {"model": ErrorResponse, "description": "Another reload is running."},
         422: {"model": ErrorResponse, "description": "Rejected; the old arms keep serving."},
     },

@@ -1,4 +1,4 @@
-"""A pure-ASGI lane for the hot read routes: recommend, retrieve and similar.
+"""A pure-ASGI lane for the hot read routes: recommend, retrieve, similar and complementary.
 
 FastAPI's per-request machinery (request object, dependency solving, body parsing, response
 validation layers) costs more CPU than a memoised recommend itself: measured on this project's
@@ -27,7 +27,7 @@ from service.api.schemas import Id, K, RecommendRequest, RetrieveRequest
 from service.errors import DuetError
 
 _JSON = b"application/json"
-_SIMILAR_PREFIX, _SIMILAR_SUFFIX = "/v1/items/", "/similar"
+_ITEMS_PREFIX, _SIMILAR_SUFFIX, _COMPLEMENTARY_SUFFIX = "/v1/items/", "/similar", "/complementary"
 _ID: TypeAdapter[str] = TypeAdapter(Id)
 _K: TypeAdapter[int] = TypeAdapter(K)
 
@@ -52,26 +52,56 @@ def _retrieve(request: Request, body: bytes) -> object | None:
     return items.retrieve_one(request, query)
 
 
-def _similar(request: Request, _: bytes) -> object | None:
+def _item_query(
+    request: Request, suffix: str, names: frozenset[str]
+) -> tuple[str, dict[str, str]] | None:
+    """The path's item id and the query parameters, each of `names` at most once; None for
+    anything else (FastAPI then answers)."""
     scope = request.scope
-    raw_id = scope["path"][len(_SIMILAR_PREFIX) : -len(_SIMILAR_SUFFIX)]  # already decoded
+    raw_id = scope["path"][len(_ITEMS_PREFIX) : -len(suffix)]  # already decoded
     params = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
-    if "/" in raw_id or any(name != "k" for name, _ in params) or len(params) > 1:
+    given = dict(params)
+    if "/" in raw_id or len(given) != len(params) or not given.keys() <= names:
         return None
+    return raw_id, given
+
+
+def _similar(request: Request, _: bytes) -> object | None:
+    parsed = _item_query(request, _SIMILAR_SUFFIX, _SIMILAR_PARAMS)
+    if parsed is None:
+        return None
+    raw_id, params = parsed
     try:
         item_id = _ID.validate_python(raw_id)
-        k = _K.validate_python(params[0][1]) if params else 10
+        k = _K.validate_python(params["k"]) if "k" in params else 10
     except ValidationError:
         return None
     return items.similar_one(request, item_id, k)
 
 
-# (method, path) -> (route, handler); similar's path holds the item id, so it is matched by shape
+def _complementary(request: Request, _: bytes) -> object | None:
+    parsed = _item_query(request, _COMPLEMENTARY_SUFFIX, _COMPLEMENTARY_PARAMS)
+    if parsed is None:
+        return None
+    raw_id, params = parsed
+    try:
+        item_id = _ID.validate_python(raw_id)
+        k = _K.validate_python(params["k"]) if "k" in params else 10
+        user_id = _ID.validate_python(params["user_id"]) if "user_id" in params else None
+    except ValidationError:
+        return None
+    return items.complementary_one(request, item_id, k, user_id)
+
+
+_SIMILAR_PARAMS = frozenset({"k"})
+_COMPLEMENTARY_PARAMS = frozenset({"k", "user_id"})
+# (method, path) -> (route, handler); the item routes' paths hold the id: matched by shape
 _LANES: dict[tuple[str, str], tuple[Any, Any]] = {
     ("POST", recommend.PATH): (_route(recommend.router, recommend.PATH), _recommend),
     ("POST", items.RETRIEVE_PATH): (_route(items.router, items.RETRIEVE_PATH), _retrieve),
 }
 _SIMILAR = (_route(items.router, items.SIMILAR_PATH), _similar)
+_COMPLEMENTARY = (_route(items.router, items.COMPLEMENTARY_PATH), _complementary)
 
 
 def _lane(scope: Scope) -> tuple[Any, Any] | None:
@@ -79,8 +109,11 @@ def _lane(scope: Scope) -> tuple[Any, Any] | None:
         return None
     method, path = scope["method"], scope["path"]
     if method == "GET":
-        if path.startswith(_SIMILAR_PREFIX) and path.endswith(_SIMILAR_SUFFIX):
-            return _SIMILAR
+        if path.startswith(_ITEMS_PREFIX):
+            if path.endswith(_SIMILAR_SUFFIX):
+                return _SIMILAR
+            if path.endswith(_COMPLEMENTARY_SUFFIX):
+                return _COMPLEMENTARY
         return None
     lane = _LANES.get((method, path))
     return lane if lane is not None and _is_json(scope) else None

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from service.catalog.filters import ItemFilter
 from service.catalog.live import LiveItem
-from service.recommender import Event, RecommendQuery
+from service.recommender import Event, RecommendQuery, RelatedQuery, Relation
 
 MAX_K = 500
 MAX_IDS = 1_000
@@ -23,12 +30,30 @@ MAX_EMBEDDING_DIM = 4_096
 MAX_ITEMS = 1_000
 MAX_TITLE_CHARS = 1_000
 MAX_ATTRIBUTES = 64
+MAX_BASKET = 100
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Genre = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-K = Annotated[int, Field(ge=1, le=MAX_K, description="How many items to return.")]
-Year = Annotated[int, Field(ge=0, le=3_000)]
+
+
+def _whole(value: object) -> object:
+    """JSON Schema's integers include 3.0: accept a float with no fraction, as its int."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# the validator last: it wraps (and runs before) the integer check and its bounds
+K = Annotated[
+    int,
+    Field(ge=1, le=MAX_K, description="How many items to return."),
+    BeforeValidator(_whole),
+]
+Year = Annotated[int, Field(ge=0, le=3_000), BeforeValidator(_whole)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+FLOAT32_MAX = 3.4028234663852886e38
+# an embedding value must survive the cast to float32 (1e300 would become infinite)
+Float32 = Annotated[float, Field(allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
 EventType = Literal[
     "view", "click", "rating", "purchase", "add_to_cart", "like", "play", "dislike", "hide"
 ]
@@ -40,17 +65,13 @@ class _Strict(BaseModel):
 
 
 class Filters(_Strict):
+    """Years are an inclusive range; `year_min > year_max` is an empty range (an empty page):
+    JSON Schema cannot relate two fields, so the schema could not promise a 422 for it."""
+
     genres_any: list[Genre] | None = Field(default=None, max_length=64)
     genres_none: list[Genre] | None = Field(default=None, max_length=64)
     year_min: Year | None = None
     year_max: Year | None = None
-
-    @model_validator(mode="after")
-    def _ordered_years(self) -> Self:
-        low, high = self.year_min, self.year_max
-        if low is not None and high is not None and low > high:
-            raise ValueError("filters.year_min is greater than filters.year_max")
-        return self
 
     def to_domain(self) -> ItemFilter:
         return ItemFilter(
@@ -89,26 +110,65 @@ class BatchRequest(_Strict):
 
 
 class RetrieveRequest(_Strict):
-    """Exactly one of `item_id`, `embedding` or `history` is the query."""
+    """Exactly one of `item_id`, `items`, `embedding` or `history` is the query.
+
+    `relation` is what "nearest" means for `item_id` and `items`: `similar` (two-tower cosine)
+    or `complementary` (summed IN vectors against OUT vectors: what goes with them)."""
 
     item_id: Id | None = None
-    embedding: list[FiniteFloat] | None = Field(
+    items: list[Id] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_BASKET,
+        description=f"A basket (at most {MAX_BASKET} item ids); none of them is returned.",
+    )
+    embedding: list[Float32] | None = Field(
         default=None, min_length=1, max_length=MAX_EMBEDDING_DIM
     )
     history: list[Id] | None = Field(default=None, min_length=1, max_length=MAX_IDS)
+    relation: Relation = "similar"
+    user_id: Id | None = Field(
+        default=None, description="With item_id or items: leave out what this user has seen."
+    )
     k: K = 10
     filters: Filters | None = None
 
     @model_validator(mode="after")
     def _one_query(self) -> Self:
-        given = [n for n in ("item_id", "embedding", "history") if getattr(self, n) is not None]
+        names = ("item_id", "items", "embedding", "history")
+        given = [n for n in names if getattr(self, n) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of item_id, embedding, history")
+            raise ValueError("give exactly one of item_id, items, embedding, history")
+        by_items = given[0] in ("item_id", "items")
+        if self.relation == "complementary" and not by_items:
+            raise ValueError("relation complementary takes item_id or items")
+        if self.user_id is not None and not by_items:
+            raise ValueError("user_id goes with item_id or items")
         return self
 
     @property
     def item_filter(self) -> ItemFilter | None:
         return _filter(self.filters)
+
+    @property
+    def related(self) -> bool:
+        """Served by `Recommender.related` (not the plain similar-to-one-item search)."""
+        if self.items is not None:
+            return True
+        return self.item_id is not None and (
+            self.relation == "complementary" or self.user_id is not None
+        )
+
+    def to_related(self) -> RelatedQuery:
+        one = self.item_id is not None
+        return RelatedQuery(
+            item_ids=(self.item_id,) if self.item_id is not None else tuple(self.items or ()),
+            k=self.k,
+            relation=self.relation,
+            item_filter=self.item_filter,
+            user_id=self.user_id,
+            field="item_id" if one else "items",
+        )
 
 
 class EventIn(_Strict):

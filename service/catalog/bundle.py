@@ -94,7 +94,8 @@ def verify_files(root: Path, manifest: Manifest) -> None:
     if manifest.user_tower.user_features is not None:
         required.add("user_features.npy")
     if manifest.complementary is not None:
-        required |= {manifest.complementary.in_file, manifest.complementary.out_file}
+        dual = manifest.complementary
+        required |= {dual.in_file, dual.out_file, dual.index.file}
     missing = sorted(required - manifest.files.keys())
     if missing:
         raise BundleError(f"manifest.files does not list {missing}")
@@ -113,10 +114,7 @@ def _npy(root: Path, name: str) -> npt.NDArray[Any]:
 
 def _index(root: Path, manifest: Manifest) -> Any:
     name = manifest.index.file
-    try:
-        index = faiss.read_index(str(root / name), faiss.IO_FLAG_MMAP_IFC)
-    except RuntimeError as exc:
-        raise BundleError(f"{name}: FAISS cannot read it: {exc}") from exc
+    index = _read_index(root, name)
     if index.d != manifest.embedding_dim:
         raise BundleError(
             f"{name}: index dimension {index.d} != embedding_dim {manifest.embedding_dim}"
@@ -125,6 +123,15 @@ def _index(root: Path, manifest: Manifest) -> Any:
         raise BundleError(
             f"{name}: index holds {index.ntotal} vectors, manifest {manifest.num_items}"
         )
+    return index
+
+
+def _read_index(root: Path, name: str) -> Any:
+    """A verified FAISS file, its flat codes, graph or lists memory-mapped; inner product only."""
+    try:
+        index = faiss.read_index(str(root / name), faiss.IO_FLAG_MMAP_IFC)
+    except RuntimeError as exc:
+        raise BundleError(f"{name}: FAISS cannot read it: {exc}") from exc
     if index.metric_type != faiss.METRIC_INNER_PRODUCT:
         raise BundleError(f"{name}: index metric is not inner product")
     return index
@@ -199,17 +206,17 @@ def load_bundle(path: Path, *, exact_max_rows: int = DEFAULT_EXACT_MAX_ROWS) -> 
         retriever=Retriever(index, embeddings, manifest.index.type, exact_max_rows=exact_max_rows),
         items=ItemEmbedder.for_manifest(item_tower, manifest),
         live=LiveDelta(catalog.rows, manifest.embedding_dim),
-        complementary=_dual(root, manifest),
+        complementary=_dual(root, manifest, exact_max_rows),
     )
 
 
-def _dual(root: Path, manifest: Manifest) -> DualEmbeddings | None:
+def _dual(root: Path, manifest: Manifest, exact_max_rows: int) -> DualEmbeddings | None:
     spec = manifest.complementary
     if spec is None:
         return None
+    arrays = _npy(root, spec.in_file), _npy(root, spec.out_file)
+    index = _read_index(root, spec.index.file)
     try:
-        return check_dual(
-            _npy(root, spec.in_file), _npy(root, spec.out_file), spec, manifest.num_items
-        )
+        return check_dual(*arrays, index, spec, manifest.num_items, exact_max_rows=exact_max_rows)
     except ValueError as exc:
         raise BundleError(str(exc)) from exc

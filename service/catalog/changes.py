@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from service.errors import StoreUnavailableError
-from service.store.redis import catalog_version_key
+from service.store.keys import catalog_version as catalog_version_key
 
 Op = Literal["upsert", "delete", "available"]
 

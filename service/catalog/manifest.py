@@ -6,8 +6,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.catalog.complementary import ComplementarySpec
-
 VERSION_PATTERN = r"^[A-Za-z0-9._:+-]{1,128}$"
 
 
@@ -57,6 +55,19 @@ class ItemTowerSpec(_Strict):
     year_std: float
     title_hash_buckets: int = Field(ge=1)
     title_max_tokens: int = Field(ge=1)
+
+
+class ComplementarySpec(_Strict):
+    """The optional `complementary` section: dual IN/OUT item embeddings and the FAISS index
+    over the OUT vectors that IN vectors query."""
+
+    in_file: str
+    out_file: str
+    dim: int = Field(ge=1, le=4_096)
+    dtype: Literal["float32"]
+    method: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    index: IndexSpec
 
 
 class Manifest(_Strict):

@@ -26,8 +26,8 @@ def _report_breaker(state: BreakerState) -> None:
 
 
 def open_store(settings: Settings) -> Store:
-    """Redis when `DUET_REDIS_URL` is set, else the embedded in-process store."""
-    if settings.redis_url is None:
+    """Redis (single, cluster or sentinel: `DUET_REDIS_MODE`) when configured, else in-process."""
+    if not settings.uses_redis:
         return MemoryStore(
             history_length=settings.history_length,
             cache_ttl_seconds=settings.cache_ttl_seconds,
@@ -39,14 +39,4 @@ def open_store(settings: Settings) -> Store:
         cooldown_seconds=settings.breaker_cooldown_seconds,
         on_change=_report_breaker,
     )
-    return RedisStore(
-        settings.redis_url,
-        timeout_ms=settings.redis_timeout_ms,
-        max_connections=settings.redis_max_connections,
-        history_length=settings.history_length,
-        history_ttl_seconds=settings.history_ttl_seconds,
-        cache_ttl_seconds=settings.cache_ttl_seconds,
-        breaker=breaker,
-        local_cache_size=settings.local_cache_size,
-        seen_max_items=settings.seen_max_items,
-    )
+    return RedisStore(settings, breaker=breaker)

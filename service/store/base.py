@@ -64,6 +64,8 @@ def unpack_embedding(value: bytes | None, version: int) -> bytes | None:
 class Store(ABC):
     backend: str
     """Cache layer name used in metrics: "redis" or "local"."""
+    reached: bool = True
+    """False until the backend first answered (Redis unreachable since start: not ready)."""
 
     @abstractmethod
     async def fetch(self, user_id: str, bundle_version: str) -> UserState:
@@ -90,6 +92,10 @@ class Store(ABC):
 
     @abstractmethod
     async def health(self) -> StoreHealth: ...
+
+    async def connect(self) -> bool:
+        """First contact with the backend, bounded; True when it answered."""
+        return True
 
     async def close(self) -> None:
         return None

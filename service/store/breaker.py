@@ -46,6 +46,10 @@ class CircuitBreaker:
             return True
         return False
 
+    def release(self) -> None:
+        """An allowed call that never reached Redis: a half-open probe may be tried again."""
+        self._probing = False
+
     def success(self) -> None:
         self._failures = 0
         self._probing = False

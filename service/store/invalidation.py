@@ -1,11 +1,15 @@
-"""Keeps an in-process copy of Redis user state coherent: server-assisted client-side caching.
+"""Keeps an in-process copy of Redis user state coherent: invalidations over pub/sub.
 
-Redis `CLIENT TRACKING ... BCAST PREFIX duet:ver:` pushes the name of every history-version key
-that changes (an event, an expiry, a flush) to a subscribed connection of ours; the local layer
-drops that user at once. While the listener is not connected and tracking, `healthy` is False
-and the local layer is bypassed (and emptied on reconnect), so it never serves a state Redis
-has since changed. A per-user sequence number closes the race between a fetch in flight and
-an invalidation that lands before its result is stored.
+The event-append script PUBLISHes `<origin>:<user id>` for every user it changes on
+`duet:invalidate`; a
+subscribed connection of ours (to any node: classic PUBLISH reaches every node of a cluster;
+to the master under Sentinel) drops that user at once. This replaced `CLIENT TRACKING ...
+BCAST`, which a cluster node reports only for its own keys and whose prefix cannot pick `ver`
+out of hash-tagged names. Redis-side expiries and flushes are not announced: the local layer's
+own TTL (`DUET_CACHE_TTL_SECONDS`) bounds them. While the listener is not subscribed, `healthy`
+is False and the local layer is bypassed (and emptied on reconnect), so it never serves a state
+Redis has since changed. A per-user sequence number closes the race between a fetch in flight
+and an invalidation that lands before its result is stored.
 """
 
 from __future__ import annotations
@@ -17,27 +21,31 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from service.store.clients import PubSubNodes
+from service.store.guard import FAILURES
+from service.store.keys import INVALIDATE_CHANNEL
+
 log = logging.getLogger(__name__)
-CHANNEL = "__redis__:invalidate"
+CHANNEL = INVALIDATE_CHANNEL
 _SEQ_MEMORY = 100_000  # per-user invalidation sequence numbers remembered
 
 
 class InvalidationListener:
     def __init__(
         self,
-        url: str,
+        nodes: PubSubNodes,
         *,
-        prefix: str,
         on_invalidate: Callable[[str | None], None],
         timeout_s: float,
         retry_s: float = 1.0,
     ) -> None:
-        self._url = url
-        self._prefix = prefix
+        self._nodes = nodes
         self._on_invalidate = on_invalidate
+        self.origin = uuid.uuid4().hex[:16]
+        """Prefixes what this process publishes ("<origin>:<user>"): its own are skipped, since
+        it already forgot those users when it wrote (`forget`)."""
         self._timeout = timeout_s
         self._retry = retry_s
         self.healthy = False
@@ -59,6 +67,10 @@ class InvalidationListener:
             return self._forgotten_seq <= seq
         return last <= seq
 
+    def forget(self, user_id: str) -> None:
+        """This process changed the user: drop it now, and refuse fetches already in flight."""
+        self._invalidate(user_id)
+
     def _invalidate(self, user_id: str | None) -> None:
         self.seq += 1
         if user_id is None:  # a flush: everything
@@ -77,57 +89,36 @@ class InvalidationListener:
                 await self._listen()
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError, TimeoutError, StopIteration) as exc:
+            except (*FAILURES, StopIteration) as exc:
                 log.warning("local cache disabled, invalidations lost: %s", exc)
             self.healthy = False
             self._invalidate(None)
             await asyncio.sleep(self._retry)
 
     async def _listen(self) -> None:
-        name = f"duet-invalidate-{uuid.uuid4().hex[:12]}"
-        # RESP2: with RESP3 redis-py routes invalidation pushes away from the pub/sub reader.
-        listener = aioredis.Redis.from_url(
-            self._url, client_name=name, socket_connect_timeout=self._timeout, protocol=2
-        )
-        tracker = aioredis.Redis.from_url(
-            self._url,
-            single_connection_client=True,
-            socket_timeout=self._timeout,
-            socket_connect_timeout=self._timeout,
-            protocol=2,
-        )
-        pubsub = listener.pubsub()
+        client = await self._nodes.connect(socket_timeout=self._timeout * 4)
+        pubsub = client.pubsub()
         try:
-            async with asyncio.timeout(self._timeout * 10):
+            async with asyncio.timeout(self._timeout * 4):
                 await pubsub.subscribe(CHANNEL)
                 await pubsub.get_message(timeout=self._timeout)  # the subscribe confirmation
-                clients = await tracker.client_list()
-                client_id = next(c["id"] for c in clients if c.get("name") == name)
-                await tracker.execute_command(  # type: ignore[no-untyped-call]
-                    "CLIENT", "TRACKING", "ON", "REDIRECT", client_id, "BCAST",
-                    "PREFIX", self._prefix,
-                )  # fmt: skip
             self._invalidate(None)  # whatever we held may have changed while we were away
             self.healthy = True
             while True:
                 message = await pubsub.get_message(timeout=1.0)
                 if message is None:
-                    await tracker.ping()  # the tracking registration lives on this connection
+                    await pubsub.ping()  # a silent node is found out within seconds
                     continue
                 if message.get("type") != "message":
                     continue
-                keys = message.get("data")
-                if keys is None:
-                    self._invalidate(None)
-                    continue
-                for key in keys:
-                    self._invalidate(key.decode()[len(self._prefix) :])
+                origin, _, user_id = message["data"].decode().partition(":")
+                if origin != self.origin:
+                    self._invalidate(user_id)
         finally:
             self.healthy = False
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
-                await listener.aclose()
-                await tracker.aclose()
+                await client.aclose()
 
     async def close(self) -> None:
         if self._task is not None:

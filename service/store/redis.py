@@ -1,20 +1,18 @@
 """Redis store: redis.asyncio + hiredis, millisecond deadlines, no retries, a circuit breaker.
 
-Keys (user ids are the dataset's own ids):
-    duet:hist:{user}                 list of item ids, oldest first, LTRIM-bounded
-    duet:ver:{user}                  history version, INCR on every append
-    duet:seen:{user}                 sorted set of every item interacted with, scored by the
-                                     version at the event; ZREMRANGEBYRANK-bounded, with a TTL
-    duet:emb:{bundle}:{user}         version (int64 LE) + float32 embedding, with a TTL
-    duet:cat:{<bundle>}:ver          the bundle's live-catalog version (written by
-                                     service/catalog/changes.py; read here, never written)
+Keys (`keys.py`; one scheme on a single node, Sentinel and Cluster): per user, under the hash tag
+`{u:<user>}`, the history list, its version, the seen set and one embedding per bundle version.
 A recommend costs one round trip: one EVALSHA of a read-only script doing LRANGE, GET, GET,
-ZRANGE, GET (measured ~15% cheaper than a pipeline in redis-py); an event batch one script.
-The last GET carries the catalog version, so a worker behind it catches up before answering.
+ZRANGE (measured ~15% cheaper than a pipeline in redis-py); an event batch one script call (on a
+cluster, one per user slot: a script may not span slots, and redis-py refuses EVALSHA inside
+cluster pipelines). The embedding writes are a plain pipeline, which redis-py groups by node.
+On a single node and Sentinel the fetch script also GETs `duet:cat:{<bundle>}:ver` (the
+live-catalog version, written by catalog/changes.py), so a worker behind it catches up before
+answering; on a cluster that key lives in another slot, and the recommender reads it itself.
 
 An in-process layer (`local_cache_size` users, LRU) answers repeat requests with no round trip
-at all; it stays coherent through Redis' invalidation pushes (see `invalidation.py`) and is
-bypassed whenever that channel is down.
+at all; it stays coherent through the user ids the append script publishes (see
+`invalidation.py`) and is bypassed whenever that channel is down.
 
 Deadlines: one `asyncio.timeout` around each round trip (no per-socket-read timeouts on top,
 they cost as much again); connections come from a bounded non-blocking pool, and an exhausted
@@ -23,19 +21,18 @@ pool is refused at once (503 / degraded answer) without counting against the bre
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError
+from redis.asyncio.cluster import RedisCluster
 
 from service.errors import StoreUnavailableError
+from service.settings import Settings
+from service.store import keys
 from service.store.base import (
     EmbeddingWrite,
     Store,
@@ -45,24 +42,38 @@ from service.store.base import (
     unpack_embedding,
 )
 from service.store.breaker import CircuitBreaker
-from service.store.guard import guarded
+from service.store.clients import (
+    Discovery,
+    LuaScript,
+    PubSubNodes,
+    RedisClient,
+    open_client,
+    slot_groups,
+)
+from service.store.guard import FAILURES, guarded
 from service.store.invalidation import InvalidationListener
 
+# KEYS[5], the live-catalog version, is passed off-cluster only (another slot): "0" when no change
+# was ever logged; false on a cluster, where the recommender reads it with a GET of its own.
 _FETCH = """
 return {redis.call('LRANGE', KEYS[1], ARGV[1], -1),
         redis.call('GET', KEYS[2]) or false,
         redis.call('GET', KEYS[3]) or false,
         redis.call('ZRANGE', KEYS[4], 0, -1),
-        redis.call('GET', KEYS[5]) or false}
+        KEYS[5] and (redis.call('GET', KEYS[5]) or '0') or false}
 """
 
-# KEYS: (history, version, seen) per user; ARGV: length, ttl, seen bound, then per user n and
-# its n positive item ids, m and its m negative ones. One script instead of MULTI + many commands
-# per user: atomic all the same, and redis-py packs one command (its CPU, not Redis', is what an
-# event costs). Returns how many seen items fell off the bound.
+# KEYS: (history, version, seen) per user; ARGV: length, ttl, seen bound, invalidation channel,
+# then per user "<origin>:<id>", n and its n positive item ids, m and its m negative ones. One
+# script instead of MULTI + many commands per user: atomic all the same, and redis-py packs one
+# command (its CPU, not Redis', is what an event costs). Publishes "<origin>:<id>" on the
+# invalidation channel for each user. Returns how many seen items fell off the bound.
 _APPEND = """
-local length, ttl, bound, a, dropped = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), 4, 0
+local length, ttl, bound, channel = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local a, dropped = 5, 0
 for k = 1, #KEYS, 3 do
+  local user = ARGV[a]
+  a = a + 1
   local n = tonumber(ARGV[a])
   local m = tonumber(ARGV[a + n + 1])
   if n > 0 then
@@ -80,31 +91,11 @@ for k = 1, #KEYS, 3 do
   end
   dropped = dropped + redis.call('ZREMRANGEBYRANK', KEYS[k + 2], 0, -bound - 1)
   redis.call('EXPIRE', KEYS[k + 2], ttl)
+  redis.call('PUBLISH', channel, user)
   a = a + n + m + 2
 end
 return dropped
 """
-
-
-def _hist(user_id: str) -> str:
-    return f"duet:hist:{user_id}"
-
-
-def _ver(user_id: str) -> str:
-    return f"duet:ver:{user_id}"
-
-
-def _seen(user_id: str) -> str:
-    return f"duet:seen:{user_id}"
-
-
-def _emb(bundle_version: str, user_id: str) -> str:
-    return f"duet:emb:{bundle_version}:{user_id}"
-
-
-def catalog_version_key(bundle_version: str) -> str:
-    """The live-catalog change counter of one bundle (one hash slot per bundle)."""
-    return f"duet:cat:{{{bundle_version}}}:ver"
 
 
 @dataclass(slots=True)
@@ -119,45 +110,37 @@ class _Local:
 class RedisStore(Store):
     backend = "redis"
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        timeout_ms: int,
-        max_connections: int,
-        history_length: int,
-        history_ttl_seconds: int,
-        cache_ttl_seconds: int,
-        breaker: CircuitBreaker,
-        local_cache_size: int = 0,
-        seen_max_items: int = 10_000,
-    ) -> None:
-        self._seen_max = seen_max_items
-        self._timeout = timeout_ms / 1000
-        pool = aioredis.ConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            socket_timeout=None,  # the asyncio.timeout in _call bounds every round trip
-            socket_connect_timeout=self._timeout,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
+    def __init__(self, settings: Settings, *, breaker: CircuitBreaker) -> None:
+        """Everything from `settings`: the mode, the deadline, the pool, the bounds."""
+        self._seen_max = settings.seen_max_items
+        self._timeout = settings.redis_timeout_ms / 1000
+        self._redis: RedisClient = open_client(
+            settings, connect_timeout=self._timeout, max_connections=settings.redis_max_connections
         )
-        self._redis = aioredis.Redis(connection_pool=pool)
-        self._history_length = history_length
-        self._history_ttl = history_ttl_seconds
-        self._cache_ttl = cache_ttl_seconds
+        self._discovery = Discovery(self._redis)
+        self._history_length = settings.history_length
+        self._history_ttl = settings.history_ttl_seconds
+        self._cache_ttl = settings.cache_ttl_seconds
         self.breaker = breaker
-        self._fetch_sha = hashlib.sha1(_FETCH.encode(), usedforsecurity=False).hexdigest()
-        self._append_sha = hashlib.sha1(_APPEND.encode(), usedforsecurity=False).hexdigest()
+        self.reached = False
+        """True once Redis answered since start (readiness waits for it)."""
+        self._fetch = LuaScript(_FETCH)
+        self._append = LuaScript(_APPEND)
         self._local: OrderedDict[str, _Local] = OrderedDict()
-        self._local_size = local_cache_size
+        self._local_size = settings.local_cache_size
         self._listener = (
             InvalidationListener(
-                url, prefix=_ver(""), on_invalidate=self._forget, timeout_s=max(self._timeout, 0.5)
+                PubSubNodes(settings, timeout_s=max(self._timeout, 0.5)),
+                on_invalidate=self._forget,
+                timeout_s=max(self._timeout, 0.5),
             )
-            if local_cache_size > 0
+            if self._local_size > 0
             else None
         )
+
+    @property
+    def _origin(self) -> str:
+        return self._listener.origin if self._listener is not None else "-"
 
     def _forget(self, user_id: str | None) -> None:
         if user_id is None:
@@ -188,24 +171,20 @@ class RedisStore(Store):
             entry.embeddings[bundle_version] = state.embedding
 
     async def _call(self, operation: Callable[[], Any], what: str) -> Any:
-        return await guarded(self.breaker, self._timeout, operation, what)
+        result = await guarded(
+            self.breaker, self._timeout, operation, what, ready=self._discovery.ready
+        )
+        self.reached = True
+        return result
 
     async def _read_user(self, user_id: str, bundle_version: str) -> Any:
-        keys = (
-            _hist(user_id),
-            _ver(user_id),
-            _emb(bundle_version, user_id),
-            _seen(user_id),
-            catalog_version_key(bundle_version),
-        )
-        try:
-            return await self._redis.execute_command(  # type: ignore[no-untyped-call]
-                "EVALSHA", self._fetch_sha, len(keys), *keys, -self._history_length
-            )
-        except NoScriptError:  # a restarted or flushed server: EVAL caches the script again
-            return await self._redis.execute_command(  # type: ignore[no-untyped-call]
-                "EVAL", _FETCH, len(keys), *keys, -self._history_length
-            )
+        user_keys: tuple[str, ...] = (
+            keys.hist(user_id), keys.ver(user_id), keys.emb(bundle_version, user_id),
+            keys.seen(user_id),
+        )  # fmt: skip
+        if not isinstance(self._redis, RedisCluster):  # same slot only on one node
+            user_keys += (keys.catalog_version(bundle_version),)
+        return await self._fetch(self._redis, user_keys, [-self._history_length])
 
     async def fetch(self, user_id: str, bundle_version: str) -> UserState:
         listener = self._listener
@@ -226,7 +205,7 @@ class RedisStore(Store):
             version=version,
             embedding=unpack_embedding(raw_embedding, version),
             seen=tuple(item.decode() for item in raw_seen),
-            catalog_version=int(raw_catalog) if raw_catalog is not None else 0,
+            catalog_version=int(raw_catalog) if raw_catalog is not None else None,
         )
         if listener is not None and listener.unchanged_since(user_id, seq):
             self._remember(user_id, bundle_version, state)
@@ -236,7 +215,7 @@ class RedisStore(Store):
         async def write_all() -> Any:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for w in writes:
-                    key = _emb(w.bundle_version, w.user_id)
+                    key = keys.emb(w.bundle_version, w.user_id)
                     pipe.set(key, pack_embedding(w.version, w.embedding), ex=self._cache_ttl)
                 return await pipe.execute()
 
@@ -253,37 +232,64 @@ class RedisStore(Store):
         for index, pairs in enumerate((events, negatives)):
             for user_id, item_id in pairs:
                 by_user.setdefault(user_id, ([], []))[index].append(item_id)
-        keys: list[str] = []
-        args: list[str | int] = [self._history_length, self._history_ttl, self._seen_max]
-        for user_id, (positive, negative) in by_user.items():
-            keys += [_hist(user_id), _ver(user_id), _seen(user_id)]
-            args += [len(positive), *positive, len(negative), *negative]
+        groups = slot_groups(self._redis, list(by_user.items()), lambda entry: keys.hist(entry[0]))
 
-        async def append() -> Any:
-            try:
-                return await self._redis.execute_command(  # type: ignore[no-untyped-call]
-                    "EVALSHA", self._append_sha, len(keys), *keys, *args
-                )
-            except NoScriptError:
-                return await self._redis.execute_command(  # type: ignore[no-untyped-call]
-                    "EVAL", _APPEND, len(keys), *keys, *args
-                )
+        def call(group: list[tuple[str, tuple[list[str], list[str]]]]) -> tuple[Any, Any]:
+            script_keys: list[str] = []
+            args: list[str | int] = [
+                self._history_length, self._history_ttl, self._seen_max, keys.INVALIDATE_CHANNEL,
+            ]  # fmt: skip
+            for user_id, (positive, negative) in group:
+                script_keys += [keys.hist(user_id), keys.ver(user_id), keys.seen(user_id)]
+                args += [f"{self._origin}:{user_id}", len(positive), *positive]
+                args += [len(negative), *negative]
+            return script_keys, args
+
+        async def append() -> int:
+            # one call per user slot on a cluster (in one pipeline; atomic per user there), one
+            # call otherwise
+            return sum(
+                int(r) for r in await self._append.many(self._redis, [call(g) for g in groups])
+            )
 
         dropped = await self._call(append, "event append")
-        for user_id in by_user:  # this worker at once; the others on Redis' invalidation push
-            self._forget(user_id)
+        for user_id in by_user:  # this worker at once; the others on the published invalidation
+            if self._listener is not None:
+                self._listener.forget(user_id)
+            else:
+                self._forget(user_id)
         return int(dropped)
 
-    async def health(self) -> StoreHealth:
-        if self.breaker.state == "open":
-            return "breaker_open"
+    async def connect(self) -> bool:
+        """First contact, bounded by seconds rather than the request deadline: discover the
+        cluster, load the scripts (every master), so the first requests pay for neither. True
+        if Redis answered. Not needed to serve (the first calls do the same, degraded)."""
+        if not await self._discovery.wait():
+            return False
         try:
-            await self._call(self._redis.ping, "health check")
+            async with asyncio.timeout(max(self._timeout, 2.0)):
+                for script in (self._fetch, self._append):
+                    await self._redis.script_load(script.source)
+        except FAILURES:
+            return False
+        self.reached = True
+        return True
+
+    async def _ping(self) -> Any:
+        if isinstance(self._redis, RedisCluster):  # every master: any of them down is "down"
+            return await self._redis.execute_command("PING", target_nodes=RedisCluster.PRIMARIES)
+        return await self._redis.ping()
+
+    async def health(self) -> StoreHealth:
+        """A PING through the breaker: while it is open, refused (and a probe once cooled)."""
+        try:
+            await self._call(self._ping, "health check")
         except StoreUnavailableError:
-            return "down"
+            return "breaker_open" if self.breaker.state == "open" else "down"
         return "up"
 
     async def close(self) -> None:
+        await self._discovery.close()
         if self._listener is not None:
             await self._listener.close()
         await self._redis.aclose()

@@ -106,6 +106,10 @@ def test_build_and_evaluate_from_a_synthetic_directory(synth_dir: Path, tmp_path
     assert set(document["models"]) >= {"two_tower", "popularity", "itemknn", "ials"}
     assert set(document["models"]["two_tower"]) >= {"recall@10", "recall@20", "ndcg@10", "ndcg@20"}
     assert report.with_suffix(".png").is_file()
+    strong = document["strong_generalization"]
+    assert set(strong) == {"all_positive"}  # every weight is 1: no ratings to call low
+    assert set(strong["all_positive"]["models"]) == {"two_tower", "popularity", "itemknn", "ease"}
+    assert strong["all_positive"]["held_out_users"] == 23  # 15% of 150, rounded half up
 
 
 def test_existing_output_is_a_one_line_error(synth_dir: Path, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from models.complementary import (
     next_item_recall,
     next_pairs,
     popularity_scorer,
+    serving_tables,
     train_dual,
 )
 from models.types import Interactions
@@ -70,6 +71,34 @@ def test_next_item_recall_on_a_hand_made_case() -> None:
     assert result.asymmetry == 0.0
     # At k=2 every pair hits (the query itself is excluded) and every reverse too.
     assert next_item_recall(scorer, heads, tails, k=2).asymmetry == 1.0
+
+
+def test_ties_count_as_the_chance_of_winning_them() -> None:
+    # Query 0 scores items 1..4 all 0 (say, no co-occurrence at all): target 3 ties with 3
+    # others, so at k=2 it is a hit with probability 2/4, never a sure one.
+    table = np.zeros((5, 5), dtype=np.float32)
+    table[3, 0] = 1.0  # the reverse: 0 is 3's best
+    scorer = lambda rows: table[rows]  # noqa: E731
+    result = next_item_recall(scorer, np.array([0]), np.array([3]), k=2)
+    assert result.recall == 0.5
+    assert result.asymmetry == 1.0
+    assert next_item_recall(scorer, np.array([0]), np.array([3]), k=4).recall == 1.0
+
+
+def test_served_tables_mark_what_training_never_saw() -> None:
+    data = _interactions([[0, 1, 2], [3]])
+    rng = np.random.default_rng(0)
+    item_in = rng.normal(size=(5, 4)).astype(np.float32)
+    item_out = rng.normal(size=(5, 4)).astype(np.float32)
+    item_out[4] = 0.0  # item 4: no interaction, so never trained as a follower or a negative
+    served_in, served_out = serving_tables(item_in, item_out, data, window=1)
+    assert served_in.shape == served_out.shape == (5, 5)
+    assert np.array_equal(served_in[[0, 1], :4], item_in[[0, 1]])  # 0 -> 1 and 1 -> 2 learnt
+    assert served_in[[0, 1], 4].tolist() == [1.0, 1.0]
+    assert not np.any(served_in[[2, 3, 4]])  # 2 ends a sequence, 3 is alone, 4 never seen
+    scores = served_in[0] @ served_out.T
+    assert np.allclose(scores[:4], item_in[0] @ item_out[:4].T, atol=1e-5)
+    assert scores[4] < scores[:4].min() - 1000  # the untrained item ranks last
 
 
 def test_cooccurrence_and_popularity_baselines() -> None:

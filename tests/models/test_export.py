@@ -226,3 +226,40 @@ def test_large_catalog_gets_an_ann_index_with_measured_recall(
     assert manifest["index"]["recall_at_100"] >= 0.95
     index = faiss.read_index(str(tmp_path / "b" / "items.faiss"))
     assert index.ntotal == tiny_dataset.num_items
+
+
+def test_dual_embeddings_come_with_their_own_index(
+    tmp_path: Path, tiny_dataset: Dataset, tiny_split: Split
+) -> None:
+    rng = np.random.default_rng(0)
+    n = tiny_dataset.num_items
+    item_in = rng.normal(size=(n, 5)).astype(np.float32)
+    item_out = rng.normal(size=(n, 5)).astype(np.float32)
+    item_in[3] = 0.0  # no dual embedding: not a query the index is tuned on
+    params = {"dim": 4, "window": 3}
+    inputs = replace(
+        _inputs(tiny_dataset, tiny_split), dual=(item_in, item_out), dual_params=params
+    )
+    out = tmp_path / "bundle"
+    manifest = write_bundle(out, _model(tiny_dataset, inputs.item_features), inputs)
+    assert verify_bundle(out) == manifest
+    section = manifest["complementary"]
+    assert section["dim"] == 5 and section["params"] == params
+    assert section["index"]["file"] == "complementary.faiss"
+    assert section["index"]["type"] == "flat_ip"
+    assert section["index"]["ntotal"] == n
+    assert section["index"]["recall_at_100"] == 1.0
+    assert {"item_in.npy", "item_out.npy", "complementary.faiss"} <= set(manifest["files"])
+    index = faiss.read_index(str(out / "complementary.faiss"))
+    assert index.metric_type == faiss.METRIC_INNER_PRODUCT
+    _, found = index.search(item_in[:1], 5)
+    assert found[0].tolist() == np.argsort(-(item_out @ item_in[0]))[:5].tolist()
+
+
+def test_a_large_dual_table_gets_an_approximate_index() -> None:
+    rng = np.random.default_rng(1)
+    item_in = rng.normal(size=(3000, 8)).astype(np.float32)
+    item_out = rng.normal(size=(3000, 8)).astype(np.float32)
+    built = export.build_dual_index(item_in, item_out, IndexSpec(exact_threshold=1000))
+    assert built.kind == "ivf"
+    assert built.recall_at_100 >= 0.95  # tuned on IN queries against exact IN.OUT

@@ -20,6 +20,7 @@ SCENARIOS = [
     "recommend_cold",
     "retrieve",
     "similar",
+    "complementary",
 ]
 
 
@@ -55,6 +56,7 @@ def test_a_short_run_writes_the_table_and_the_ratio(bundle: Path, tmp_path: Path
     assert 10 < result["service_rss_mb"] < 2000
     table = (tmp_path / "latest.md").read_text()
     assert "| recommend_warm |" in table and result["machine"]["cpu"] in table
+    assert "complementary / similar throughput" in table
     assert f"recommend/hello-world ratio = {result['ratio']:.2f}" in done.stdout
 
 

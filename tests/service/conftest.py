@@ -1,8 +1,9 @@
-"""Session fixtures: one tiny real bundle (built by `models`), one real Redis; per-test apps.
+"""Session fixtures: one tiny real bundle (built by `models`), one real Redis, one real Redis
+Cluster (3 masters + 3 replicas, started on first use); per-test apps.
 
 The bundle is trained on a few hundred synthetic users and items in a few seconds; tests that
 corrupt bundles work on copies. Tests talk to the app through httpx's ASGI transport with the
-real lifespan, and to a `redis-server` this session starts on a free port.
+real lifespan, and to `redis-server`s this session starts on free ports.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 
+from loadtest.redis_cluster import LocalCluster
 from service.app import create_app
 from service.settings import Settings
 from tests.service.redis_server import RedisServer, free_port
@@ -57,6 +59,21 @@ def redis_url(redis_server: RedisServer) -> str:
     with redis_server.client() as client:
         client.flushall()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    cluster = LocalCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: LocalCluster) -> str:
+    """The session cluster, emptied (and its script caches too) for this test."""
+    redis_cluster.wait_ok()
+    redis_cluster.flushall()
+    return redis_cluster.url
 
 
 @asynccontextmanager

@@ -280,6 +280,12 @@ async def test_list_and_reload(
     assert {a["name"]: a["bundle_version"] for a in one.json()["arms"]}["popular"] == "tiny-v2"
     unknown = await client.post("/admin/bundles/reload", headers=AUTH, json={"arm": "zz"})
     assert unknown.status_code == 400
+    nothing = {"arm": "popular", "bundle": "no-such-bundle"}
+    absent = await client.post("/admin/bundles/reload", headers=AUTH, json=nothing)
+    assert absent.status_code == 404 and absent.json()["error"]["field"] == "bundle"
+    deep = {"arm": "popular", "bundle": "/".join(["0" * 250] * 16)}  # past PATH_MAX once joined
+    too_long = await client.post("/admin/bundles/reload", headers=AUTH, json=deep)
+    assert too_long.status_code == 404
     extra = await client.post("/admin/bundles/reload", headers=AUTH, json={"colour": "red"})
     assert extra.status_code == 422
 

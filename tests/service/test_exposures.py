@@ -1,4 +1,5 @@
-"""Exposure log and click attribution: the same tests for Redis (real server) and in-process."""
+"""Exposure log and click attribution: the same tests for Redis (a real single node and a real
+3-master cluster) and in-process."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.cluster import RedisCluster as RedisClusterSync
 
 from service.errors import StoreUnavailableError
 from service.exposures import (
@@ -17,8 +20,11 @@ from service.exposures import (
     MemoryExposureLog,
     RedisExposureLog,
 )
+from service.settings import Settings
 from service.stats import ArmCounts, build_report
+from service.store import keys
 from service.store.breaker import CircuitBreaker
+from service.store.clients import RedisClient, open_client
 from tests.service.redis_server import free_port
 
 MakeLog = Callable[..., ExposureLog]
@@ -28,14 +34,16 @@ def client(url: str) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def make_log(request: pytest.FixtureRequest) -> AsyncIterator[MakeLog]:
     """Builds logs sharing one backend (one prefix on one Redis): several 'workers'."""
-    clients: list[aioredis.Redis] = []
+    clients: list[RedisClient] = []
     if request.param == "memory":
         shared: dict[float, MemoryExposureLog] = {}
 
-        def make(window_seconds: float = 60.0, stream_maxlen: int = 1000) -> ExposureLog:
+        def make(
+            window_seconds: float = 60.0, stream_maxlen: int = 1000, shards: int = 16
+        ) -> ExposureLog:
             return shared.setdefault(
                 window_seconds,
                 MemoryExposureLog(window_seconds=window_seconds, stream_maxlen=stream_maxlen),
@@ -43,18 +51,29 @@ async def make_log(request: pytest.FixtureRequest) -> AsyncIterator[MakeLog]:
 
         yield make
         return
-    url = request.getfixturevalue("redis_url")
+    cluster = request.param == "cluster"
+    url = request.getfixturevalue("cluster_url" if cluster else "redis_url")
+    settings = Settings(redis_url=url, redis_mode="cluster" if cluster else "single")
     prefix = f"test:{uuid.uuid4().hex}:"
+    for _ in range(2):  # two clients: two "workers"
+        clients.append(open_client(settings, connect_timeout=1.0, max_connections=16))
+        if isinstance(clients[-1], RedisCluster):
+            await clients[-1].initialize()  # the service discovers in the background
+    made = 0
 
-    def make_redis(window_seconds: float = 60.0, stream_maxlen: int = 1000) -> ExposureLog:
-        clients.append(client(url))
+    def make_redis(
+        window_seconds: float = 60.0, stream_maxlen: int = 1000, shards: int = 16
+    ) -> ExposureLog:
+        nonlocal made
+        made += 1
         return RedisExposureLog(
-            clients[-1],
+            clients[made % 2],
             timeout_seconds=1.0,
             breaker=CircuitBreaker(failures=3, cooldown_seconds=60),
             window_seconds=window_seconds,
             stream_maxlen=stream_maxlen,
             prefix=prefix,
+            shards=shards,
         )
 
     yield make_redis
@@ -203,13 +222,39 @@ async def test_report_from_logged_traffic(make_log: MakeLog) -> None:
 
 
 async def test_stream_is_bounded(make_log: MakeLog) -> None:
-    log = make_log(stream_maxlen=50)
+    log = make_log(stream_maxlen=50, shards=2)  # 25 a shard, trimmed ~ (whole stream nodes)
     await log.record([exposure(f"r{index}", user_id=str(index)) for index in range(600)])
     kept = await log.recent(10_000)
     assert 50 <= len(kept) < 600
-    assert kept[0]["request_id"] == "r599"
+    # newest first in each shard; across shards by stream id (ms), so within one ms any shard's
+    assert {kept[0]["request_id"], kept[1]["request_id"]} <= {f"r{n}" for n in range(590, 600)}
     assert (await log.counts("exp", ["a"]))["a"] == ArmCounts(users=600, exposures=600)
     assert (await log.attribute([Click("599", "30")]))[0] is not None
+
+
+async def test_one_experiment_spreads_over_shards_and_the_report_sums_them(
+    make_log: MakeLog, request: pytest.FixtureRequest
+) -> None:
+    log = make_log(shards=8)
+    users = [f"user-{n}" for n in range(64)]
+    await log.record([exposure(f"r{n}", user_id=u, arm="ab"[n % 2]) for n, u in enumerate(users)])
+    clicks = [Click(u, "10") for u in users[:10]] + [Click(users[0], "20", "r0")]
+    attributed = await log.attribute(clicks)
+    assert [a.request_id if a else None for a in attributed] == [
+        *(f"r{n}" for n in range(10)), "r0",
+    ]  # fmt: skip
+    assert await log.counts("exp", ["a", "b"]) == {
+        "a": ArmCounts(users=32, exposures=32, clicks=6, clicked_exposures=5),
+        "b": ArmCounts(users=32, exposures=32, clicks=5, clicked_exposures=5),
+    }
+    assert {r["request_id"] for r in await log.recent(100)} == {f"r{n}" for n in range(64)}
+    shards = {keys.shard_of(u, 8) for u in users}
+    assert len(shards) == 8  # every shard took writes
+    if "cluster" in request.node.callspec.id:  # and the shards sit on more than one master
+        cluster = request.getfixturevalue("redis_cluster")
+        with RedisClusterSync.from_url(cluster.url) as sync:
+            nodes = {sync.get_node_from_key(f"{keys.shard_tag(s)}exposures").name for s in shards}
+        assert len(nodes) >= 2
 
 
 async def test_redis_down_is_a_store_error_and_opens_the_breaker() -> None:

@@ -12,6 +12,7 @@ import pytest
 from service.arms import Arm
 from service.catalog.bundle import Bundle, load_bundle
 from service.recommender import Event, Recommender, RecommendQuery
+from service.settings import Settings
 from service.store import MemoryStore, RedisStore
 from service.store.base import EmbeddingWrite
 from service.store.breaker import CircuitBreaker
@@ -94,15 +95,16 @@ async def test_ingested_events_become_history_and_are_excluded(arm: Arm, bundle:
 
 
 async def test_a_dead_store_degrades_to_the_request_history(arm: Arm, bundle: Bundle) -> None:
-    store = RedisStore(
-        f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
-        timeout_ms=20,
-        max_connections=2,
+    settings = Settings(
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+        redis_timeout_ms=20,
+        redis_max_connections=2,
         history_length=10,
         history_ttl_seconds=60,
         cache_ttl_seconds=60,
-        breaker=CircuitBreaker(failures=1, cooldown_seconds=60),
+        local_cache_size=0,
     )
+    store = RedisStore(settings, breaker=CircuitBreaker(failures=1, cooldown_seconds=60))
     service = Recommender(store)
     history = tuple(bundle.catalog.item_ids[row] for row in (10, 11))
     query = RecommendQuery(user_id="someone", k=4, history=history)

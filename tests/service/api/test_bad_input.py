@@ -23,7 +23,6 @@ CASES = [
     ("/v1/recommend", '{"user_id": ""}', "user_id"),
     ("/v1/recommend", '{"user_id": "1", "surprise": true}', "surprise"),
     ("/v1/recommend", '{"user_id": "1", "filters": {"genre": ["Drama"]}}', "filters.genre"),
-    ("/v1/recommend", '{"user_id": "1", "filters": {"year_min": 9, "year_max": 1}}', "filters"),
     ("/v1/recommend", '{"user_id": "1", "exclude_item_ids": [' + TOO_MANY_IDS + "]}",
      "exclude_item_ids"),
     ("/v1/recommend", '{"user_id": "1",', "body"),
@@ -57,7 +56,7 @@ async def test_a_float32_overflow_embedding_is_422(
     dim = json.loads((bundle_dir / "manifest.json").read_text())["embedding_dim"]
     response = await client.post("/v1/retrieve", json={"embedding": [1e300] * dim})
     assert response.status_code == 422
-    assert response.json()["error"]["field"] == "embedding"
+    assert response.json()["error"]["field"] == "embedding.0"  # past float32's range
 
 
 async def test_too_many_events_are_refused(client: httpx.AsyncClient) -> None:

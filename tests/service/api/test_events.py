@@ -7,7 +7,9 @@ from pathlib import Path
 
 import httpx
 
+from service.settings import Settings
 from tests.service.api.helpers import items, metric, users
+from tests.service.conftest import serve
 
 
 async def test_a_click_is_reflected_by_the_next_recommend(
@@ -140,3 +142,27 @@ async def test_an_event_for_an_item_the_bundle_lacks_is_stored_and_counted(
     assert (await client.post("/v1/events", json=event)).status_code == 202
     after = metric((await client.get("/metrics")).text, "duet_unknown_ids_total", kind="event_item")
     assert after == before + 1
+
+
+async def test_past_the_seen_bound_the_oldest_are_dropped_counted_and_may_return(
+    bundle_dir: Path, redis_url: str
+) -> None:
+    settings = Settings(
+        bundle=bundle_dir, redis_url=redis_url, seen_max_items=50, redis_timeout_ms=1_000
+    )
+    catalog = [item["item_id"] for item in items(bundle_dir)]
+    async with serve(settings) as (_, http):
+        before = metric((await http.get("/metrics")).text, "duet_seen_dropped_total")
+        events = [
+            {"user_id": "bounded", "item_id": catalog[n], "type": "hide", "timestamp": n}
+            for n in range(80)
+        ]
+        assert (await http.post("/v1/events", json=events)).status_code == 202
+        after = metric((await http.get("/metrics")).text, "duet_seen_dropped_total")
+        assert after - before == 30
+        body = {"user_id": "bounded", "k": 400}
+        returned = {
+            i["item_id"] for i in (await http.post("/v1/recommend", json=body)).json()["items"]
+        }
+        assert not returned & set(catalog[30:80])  # the newest 50 stay excluded
+        assert returned & set(catalog[:30])  # the dropped ones may come back

@@ -10,21 +10,23 @@ import pytest
 import redis
 
 from service.errors import StoreUnavailableError
+from service.settings import Settings
 from service.store import RedisStore
 from service.store.breaker import CircuitBreaker
 from tests.service.redis_server import RedisServer, free_port
 
 
+def _settings(url: str, **overrides: object) -> Settings:
+    fields: dict[str, object] = {
+        "redis_url": url, "redis_timeout_ms": 30, "redis_max_connections": 4,
+        "history_length": 10, "history_ttl_seconds": 3_600, "cache_ttl_seconds": 60,
+        "local_cache_size": 0,
+    }  # fmt: skip
+    return Settings(**{**fields, **overrides})  # type: ignore[arg-type]
+
+
 def _store(url: str, breaker: CircuitBreaker) -> RedisStore:
-    return RedisStore(
-        url,
-        timeout_ms=30,
-        max_connections=4,
-        history_length=10,
-        history_ttl_seconds=3_600,
-        cache_ttl_seconds=60,
-        breaker=breaker,
-    )
+    return RedisStore(_settings(url), breaker=breaker)
 
 
 async def test_dead_redis_fails_fast_then_the_breaker_refuses_without_io() -> None:
@@ -85,13 +87,7 @@ async def test_fetch_survives_a_flushed_script_cache(redis_url: str) -> None:
 async def test_an_exhausted_pool_is_refused_without_tripping_the_breaker(redis_url: str) -> None:
     breaker = CircuitBreaker(failures=1, cooldown_seconds=60)
     store = RedisStore(
-        redis_url,
-        timeout_ms=500,
-        max_connections=1,
-        history_length=10,
-        history_ttl_seconds=3_600,
-        cache_ttl_seconds=60,
-        breaker=breaker,
+        _settings(redis_url, redis_timeout_ms=500, redis_max_connections=1), breaker=breaker
     )
     try:
         results = await asyncio.gather(
@@ -103,17 +99,9 @@ async def test_an_exhausted_pool_is_refused_without_tripping_the_breaker(redis_u
         await store.close()
 
 
-def _worker(url: str) -> RedisStore:
-    return RedisStore(
-        url,
-        timeout_ms=500,
-        max_connections=4,
-        history_length=10,
-        history_ttl_seconds=3_600,
-        cache_ttl_seconds=60,
-        breaker=CircuitBreaker(failures=5, cooldown_seconds=1),
-        local_cache_size=100,
-    )
+def _worker(url: str, mode: str = "single") -> RedisStore:
+    settings = _settings(url, redis_timeout_ms=500, local_cache_size=100, redis_mode=mode)
+    return RedisStore(settings, breaker=CircuitBreaker(failures=5, cooldown_seconds=1))
 
 
 async def _until(condition: Callable[[], Awaitable[bool]], seconds: float = 2.0) -> bool:
@@ -125,9 +113,16 @@ async def _until(condition: Callable[[], Awaitable[bool]], seconds: float = 2.0)
     return False
 
 
-async def test_local_layer_serves_repeats_and_sees_other_workers_events(redis_url: str) -> None:
-    first, second = _worker(redis_url), _worker(redis_url)
+@pytest.mark.parametrize("mode", ["single", "cluster"])
+async def test_local_layer_serves_repeats_and_sees_other_workers_events(
+    mode: str, request: pytest.FixtureRequest
+) -> None:
+    """The other worker's event reaches this one's local layer: on a cluster too, where the
+    user's keys live on one master and this worker listens on whichever node it picked."""
+    url = request.getfixturevalue("cluster_url" if mode == "cluster" else "redis_url")
+    first, second = _worker(url, mode), _worker(url, mode)
     try:
+        assert await first.connect() and await second.connect()
 
         async def listening() -> bool:
             await first.fetch("warmup", "v")
@@ -186,7 +181,7 @@ async def test_local_layer_is_bypassed_while_redis_is_down() -> None:
 
 async def test_the_fetch_carries_the_bundles_catalog_version(redis_url: str) -> None:
     """The live catalog's counter rides the one fetch round trip (0 before any change)."""
-    from service.store.redis import catalog_version_key
+    from service.store.keys import catalog_version as catalog_version_key
 
     store = _store(redis_url, CircuitBreaker(failures=5, cooldown_seconds=1))
     try:

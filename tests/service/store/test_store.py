@@ -1,4 +1,5 @@
-"""The same behaviour from both store implementations: Redis (real server) and in-process."""
+"""The same behaviour from every store: Redis (a real single node and a real 3-master cluster,
+each with and without the in-process layer) and in-process."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
+from service.settings import Settings
 from service.store import MemoryStore, RedisStore, Store
 from service.store.breaker import CircuitBreaker
 
@@ -15,25 +17,28 @@ HISTORY_LENGTH = 5
 SEEN_MAX = 12
 
 
-@pytest_asyncio.fixture(params=["memory", "redis", "redis+local"])
+@pytest_asyncio.fixture(params=["memory", "redis", "redis+local", "cluster", "cluster+local"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
     if request.param == "memory":
         yield MemoryStore(
             history_length=HISTORY_LENGTH, cache_ttl_seconds=60, seen_max_items=SEEN_MAX
         )
         return
-    url = request.getfixturevalue("redis_url")
-    redis_store = RedisStore(
-        url,
-        timeout_ms=200,
-        max_connections=8,
+    cluster = request.param.startswith("cluster")
+    url = request.getfixturevalue("cluster_url" if cluster else "redis_url")
+    settings = Settings(
+        redis_url=url,
+        redis_mode="cluster" if cluster else "single",
+        redis_timeout_ms=200,
+        redis_max_connections=8,
         history_length=HISTORY_LENGTH,
         history_ttl_seconds=3_600,
         cache_ttl_seconds=60,
-        breaker=CircuitBreaker(failures=3, cooldown_seconds=1),
-        local_cache_size=100 if request.param == "redis+local" else 0,
+        local_cache_size=100 if request.param.endswith("+local") else 0,
         seen_max_items=SEEN_MAX,
     )
+    redis_store = RedisStore(settings, breaker=CircuitBreaker(failures=3, cooldown_seconds=1))
+    assert await redis_store.connect()
     yield redis_store
     await redis_store.close()
 
@@ -116,3 +121,26 @@ async def test_negatives_join_the_seen_set_but_never_the_history(store: Store) -
 async def test_a_repeat_interaction_makes_an_item_the_newest_seen(store: Store) -> None:
     await store.append_events([("u", "1"), ("u", "2"), ("u", "1")])
     assert (await store.fetch("u", "v1")).seen == ("2", "1")
+
+
+async def test_a_batch_of_many_users_lands_for_each(store: Store) -> None:
+    """On a cluster the users of one batch live in different slots (one script call each)."""
+    users = [f"user-{n}" for n in range(40)]
+    await store.append_events([(user, f"i{n}") for n, user in enumerate(users)])
+    await store.append_events([(users[0], "again")], negatives=[(users[1], "no")])
+    for n, user in enumerate(users):
+        state = await store.fetch(user, "v1")
+        expected = (f"i{n}", "again") if n == 0 else (f"i{n}",)
+        assert state.history == expected
+    assert (await store.fetch(users[1], "v1")).seen == ("i1", "no")
+
+
+async def test_a_batch_of_embeddings_is_cached_for_each_user(store: Store) -> None:
+    from service.store.base import EmbeddingWrite
+
+    users = [f"emb-{n}" for n in range(20)]
+    await store.cache_embeddings(
+        [EmbeddingWrite(u, "v9", 0, _vector(n)) for n, u in enumerate(users)]
+    )
+    for n, user in enumerate(users):
+        assert (await store.fetch(user, "v9")).embedding == _vector(n)
