@@ -1,6 +1,8 @@
 """`create_app(settings)`: the app factory, its lifespan, and the one error mapping.
 
-The lifespan verifies and loads the bundle, opens the store and puts both on `app.state`; a
+The lifespan verifies and loads the bundle, opens the store and the catalog change log (Redis,
+or in-process without it) and puts them on `app.state`; each served bundle's live catalog is
+replayed after it loads and tailed until it retires (`service/catalog/feeds.py`). A
 bundle that fails verification leaves the app alive but not ready (/readyz 503, a clear log
 line), so an orchestrator never routes traffic to it.
 """
@@ -29,6 +31,7 @@ from service.api.responses import error_response
 from service.api.shedding import SHEDDER_STATE, Shedder
 from service.arms import ArmTable
 from service.broadcast import ReloadFanout
+from service.catalog.feeds import LiveFeeds, open_change_log
 from service.errors import DuetError
 from service.exposures import ExposureLog, open_exposure_log
 from service.lifecycle import Reloader, ReloadRejectedError, install_sighup
@@ -86,12 +89,17 @@ def create_app(settings: Settings) -> FastAPI:
         faiss.omp_set_num_threads(1)
         await asyncio.to_thread(check_mode, settings)  # RedisModeError: one line, no start
         store = open_store(settings)
+        feeds = LiveFeeds(
+            open_change_log(settings), request_timeout_s=settings.redis_timeout_ms / 1000
+        )
         app.state.settings = settings
         app.state.store = store
+        app.state.feeds = feeds
         app.state.recommender = Recommender(
             store,
             concurrency=settings.request_concurrency,
             rating_threshold=settings.rating_threshold,
+            feeds=feeds,
         )
         app.state.arms = ArmTable()
         app.state.reloader = Reloader(
@@ -100,6 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
             bundle=settings.bundle,
             default_overfetch=settings.overfetch_factor,
             exact_max_rows=settings.exact_scan_max_rows,
+            feeds=feeds,
         )
         exposures = open_exposure_log(settings)
         app.state.tracker = ExperimentTracker(exposures)
@@ -129,6 +138,7 @@ def create_app(settings: Settings) -> FastAPI:
             if fanout is not None:
                 await fanout.stop()
             await app.state.recommender.drain()
+            await feeds.close()
             await app.state.tracker.drain()
             await exposures.close()
             await store.close()

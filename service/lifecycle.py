@@ -25,6 +25,7 @@ import numpy as np
 from service import metrics
 from service.arms import Arm, ArmTable
 from service.catalog.bundle import Bundle, load_bundle
+from service.catalog.feeds import LiveFeeds
 from service.catalog.retriever import DEFAULT_EXACT_MAX_ROWS, SearchSettings
 from service.errors import BundleError, NotFoundError, RequestError
 from service.experiments import (
@@ -177,8 +178,11 @@ class Reloader:
         bundle: Path | None,
         default_overfetch: float,
         exact_max_rows: int = DEFAULT_EXACT_MAX_ROWS,
+        feeds: LiveFeeds | None = None,
     ) -> None:
         self._table = table
+        self._feeds = feeds
+        """Each served bundle's live catalog: replayed before the swap, retired after it."""
         self._exact_max_rows = exact_max_rows
         self._experiments = experiments
         self._bundle = bundle
@@ -276,7 +280,12 @@ class Reloader:
             metrics.BUNDLE_RELOADS.labels("rejected").inc()
             log.warning("reload rejected, current arms keep serving: %s", error.message)
             raise ReloadRejectedError(error.message) from error
+        bundles = [a.bundle for a in router.arms.values()]
+        if self._feeds is not None:
+            await self._feeds.follow(bundles)
         self._table.swap(router)
+        if self._feeds is not None:
+            await self._feeds.retire(bundles)
         settle_heap()
         outcome = ReloadOutcome(router, loaded, time.perf_counter() - started)
         self.last_outcome, self.last_error = outcome, None

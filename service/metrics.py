@@ -100,6 +100,17 @@ PAGE_MEMO = Counter(
     "Plain recommends (no exclusions, filters or request history) by page-memo outcome.",
     ["result"],
 )
+CATALOG_CHANGES = Counter(
+    "duet_catalog_changes_total", "Live-catalog changes accepted by the admin API.", ["op"]
+)
+CATALOG_UNKNOWN_GENRES = Counter(
+    "duet_catalog_unknown_genres_total",
+    "Genres of upserted items outside the bundle's vocabulary (accepted, not embedded).",
+)
+CATALOG_CATCH_UP_FAILED = Counter(
+    "duet_catalog_catch_up_failures_total",
+    "Requests answered without catching up with a newer catalog version (Redis refused).",
+)
 
 # Children resolved once: `.labels()` costs microseconds on the hot path.
 STAGE_HISTORY = STAGE_DURATION.labels("history_fetch")
@@ -116,6 +127,7 @@ for _counter, _labels in (
     (EXPERIMENT_TRACKING_ERRORS, ("exposure", "click")),
     (BUNDLE_RELOADS, ("swapped", "rejected")),
     (FALLBACKS, ("store_unavailable", "cold_start")),
+    (CATALOG_CHANGES, ("upsert", "delete", "available")),
     (FALLBACKS, ("no_dual_embeddings", "item_without_dual_embedding")),
 ):
     for _label in _labels:

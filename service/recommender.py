@@ -1,9 +1,12 @@
 """The request path, free of HTTP: plain values in, plain values out.
 
-recommend: history + cached embedding (one store round trip) -> user tower on a miss (cached
-in the background) -> FAISS search excluding seen/excluded/filtered rows -> items. A store
-failure degrades to the request's own history instead of failing; an unknown user with no
-history gets the popularity list. Shared by the HTTP routes, the batch endpoint and simulations.
+recommend: history + cached embedding + catalog version (one store round trip) -> catch up with
+the live catalog if this worker is behind that version -> user tower on a miss (cached in the
+background) -> FAISS search excluding seen/excluded/filtered rows and live tombstones, merged
+with the live delta's exact search -> items. A store failure degrades to the request's own
+history instead of failing; an unknown user with no history gets the popularity list. Shared
+by the HTTP routes, the batch endpoint and simulations. While a bundle has no live change, the
+search path is exactly the bundle's (`LiveDelta.is_empty`).
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ import numpy.typing as npt
 from service import metrics
 from service.arms import Arm
 from service.catalog.bundle import Bundle
+from service.catalog.feeds import LiveFeeds
 from service.catalog.filters import Allowed, ItemFilter
 from service.catalog.items import Catalog
+from service.catalog.live import merge
 from service.catalog.retriever import Retriever, SearchSettings
 from service.errors import InvalidInputError, NotFoundError, StoreUnavailableError
-from service.policies import rank
+from service.policies import SCORE, RankingPolicy, rank
 from service.store import EMPTY_STATE, Store
 from service.store.base import EmbeddingWrite
 
@@ -122,6 +127,13 @@ def _known_rows(catalog: Catalog, ids: Iterable[str]) -> list[int]:
     return catalog.rows.rows(ids)
 
 
+def _live_excluded(bundle: Bundle, *groups: Sequence[str]) -> Iterable[str]:
+    """Ids the live side must skip (history, exclusions, seen): only when there is a delta."""
+    if bundle.live.is_empty():
+        return ()
+    return [item_id for group in groups for item_id in group]
+
+
 def _count_unknown(kind: str, total: int, known: int) -> None:
     if total > known:
         metrics.UNKNOWN_IDS.labels(kind).inc(total - known)
@@ -137,14 +149,55 @@ def _items(catalog: Catalog, rows: list[int], scores: list[float]) -> list[Score
 
 
 def _popular(
-    catalog: Catalog, k: int, excluded: set[int], allowed: Allowed | None
+    bundle: Bundle, k: int, excluded: set[int], allowed: Allowed | None
 ) -> list[ScoredItem]:
+    catalog = bundle.catalog
+    if not bundle.live.is_empty():
+        excluded = excluded | bundle.live.tombstoned_rows()
     rows = catalog.popularity_rows
     keep = np.ones(len(rows), dtype=np.bool_) if allowed is None else allowed.includes(rows)
     if excluded:
         keep &= ~np.isin(rows, list(excluded))
     chosen = np.flatnonzero(keep)[:k]
     return _items(catalog, rows[chosen].tolist(), catalog.popularity_scores[chosen].tolist())
+
+
+def search_items(
+    bundle: Bundle,
+    policy: RankingPolicy,
+    settings: SearchSettings,
+    vector: npt.NDArray[np.float32],
+    k: int,
+    *,
+    excluded: set[int],
+    allowed: Allowed | None,
+    item_filter: ItemFilter | None,
+    excluded_ids: Iterable[str] = (),
+) -> list[ScoredItem]:
+    """The arm's top-`k` over the bundle and its live delta, best first.
+
+    Bundle side: the policy's ranking minus the tombstoned rows (deleted, hidden, superseded by
+    an update), so no item comes back twice. Live side: the delta's exact top-`k` with the same
+    filter and exclusions (by id: live items have no bundle row), scored on the policy's scale
+    (`popularity_blend` gives a live item no popularity). Joined by score to exactly `k`
+    whenever `k` qualify.
+    """
+    live = bundle.live
+    if live.is_empty():
+        rows, scores = rank(bundle, policy, settings, vector, k, excluded=excluded, allowed=allowed)
+        return _items(bundle.catalog, rows, scores)
+    excluded = excluded | live.tombstoned_rows()
+    rows, scores = rank(bundle, policy, settings, vector, k, excluded=excluded, allowed=allowed)
+    held = _items(bundle.catalog, rows, scores)
+    scale = 1.0 - policy.popularity_weight if policy.name == "popularity_blend" else 1.0
+    fresh = []
+    for item_id, score in live.search_delta(vector, k, item_filter, set(excluded_ids)):
+        item = live.item(item_id)
+        if item is not None:
+            fresh.append(ScoredItem(item_id, score * scale, item.title, item.genres))
+    by_id = {item.item_id: item for item in (*held, *fresh)}
+    pairs = merge([(i.item_id, i.score) for i in held], [(i.item_id, i.score) for i in fresh], k)
+    return [by_id[item_id] for item_id, _ in pairs]
 
 
 def _relation_query(
@@ -191,8 +244,10 @@ class Recommender:
         concurrency: int = 8,
         negative_types: frozenset[str] = NEGATIVE_EVENT_TYPES,
         rating_threshold: float = RATING_THRESHOLD,
+        feeds: LiveFeeds | None = None,
     ) -> None:
         self.store = store
+        self.feeds = feeds
         self._negative_types = negative_types
         self._rating_threshold = rating_threshold
         self._pending: set[asyncio.Task[None]] = set()
@@ -202,6 +257,24 @@ class Recommender:
     async def recommend(self, arm: Arm, query: RecommendQuery, request_id: str) -> Recommendation:
         async with self._gate:
             return await self._recommend(arm, query, request_id)
+
+    async def catch_up(self, bundle: Bundle, version: int | None = None) -> None:
+        """Apply the live catalog up to `version` (read from the shared log when None), so a
+        change that returned 2xx anywhere is seen by this request. A log Redis refuses leaves
+        the delta as it is (the tail retries); the request is not failed for it."""
+        sync = self.feeds.sync(bundle) if self.feeds is not None else None
+        if sync is None:
+            return
+        if version is None:
+            version = await self.feeds.version(bundle) if self.feeds is not None else None
+            if version is None:
+                return
+        if version <= sync.version:
+            return
+        try:
+            await sync.catch_up(version)
+        except StoreUnavailableError:
+            metrics.CATALOG_CATCH_UP_FAILED.inc()
 
     async def _recommend(self, arm: Arm, query: RecommendQuery, request_id: str) -> Recommendation:
         bundle = arm.bundle
@@ -214,6 +287,8 @@ class Recommender:
         except StoreUnavailableError:
             state, degraded = EMPTY_STATE, True
             metrics.cache_counter(layer, "error").inc()
+        if not degraded:
+            await self.catch_up(bundle, state.catalog_version)
         fetched = time.perf_counter()
         metrics.STAGE_HISTORY.observe(fetched - started)
 
@@ -243,7 +318,7 @@ class Recommender:
             metrics.FALLBACKS.labels("store_unavailable").inc()
         if user_idx == 0 and not history:
             metrics.FALLBACKS.labels("cold_start").inc()
-            items = _popular(catalog, query.k, exclusions(), allowed)
+            items = _popular(bundle, query.k, exclusions(), allowed)
             metrics.STAGE_SEARCH.observe(time.perf_counter() - filtered)
             return Recommendation(
                 request_id, query.user_id, bundle.version, arm.name, items, "cold_start"
@@ -255,7 +330,13 @@ class Recommender:
         cacheable = not degraded and not query.history
         # a plain page (no exclusions or filters) is a pure function of its inputs: memoised
         plain = cacheable and not query.exclude_item_ids and query.item_filter is None
-        memo_inputs = (state.history, state.version, len(state.seen), state.seen[-1:])
+        memo_inputs = (
+            state.history,
+            state.version,
+            len(state.seen),
+            state.seen[-1:],
+            bundle.live.applied,
+        )
         if cacheable:
             cached = state.embedding
             if cached is not None and len(cached) == encoder.dim * 4:
@@ -281,11 +362,12 @@ class Recommender:
                 self._cache_later(
                     EmbeddingWrite(query.user_id, bundle.version, state.version, cached)
                 )
-        rows, scores = rank(
-            bundle, arm.policy, arm.search, vector, query.k, excluded=exclusions(), allowed=allowed
-        )
+        items = search_items(
+            bundle, arm.policy, arm.search, vector, query.k,
+            excluded=exclusions(), allowed=allowed, item_filter=query.item_filter,
+            excluded_ids=_live_excluded(bundle, history_ids, query.exclude_item_ids, state.seen),
+        )  # fmt: skip
         metrics.STAGE_SEARCH.observe(time.perf_counter() - looked_up)
-        items = _items(catalog, rows, scores)
         if plain and cached is not None:
             arm.pages.put(query.user_id, query.k, memo_inputs, cached, items)
         return Recommendation(request_id, query.user_id, bundle.version, arm.name, items, fallback)
@@ -326,16 +408,19 @@ class Recommender:
         request_id: str,
         item_filter: ItemFilter | None = None,
     ) -> Retrieval:
-        row = arm.bundle.catalog.rows.get(item_id)
-        if row is None:
+        bundle = arm.bundle
+        live_vector = bundle.live.vector(item_id)
+        row = bundle.catalog.rows.get(item_id)
+        if live_vector is None and (row is None or bundle.live.deleted(item_id)):
             metrics.UNKNOWN_IDS.labels("similar_item").inc()
-            message = f"item {item_id!r} is not in bundle {arm.bundle.version}"
+            message = f"item {item_id!r} is not in bundle {bundle.version} nor live"
             raise NotFoundError(message, field="item_id")
-        vector = arm.bundle.retriever.item_vector(row)
-        excluded = {row}
+        vector = live_vector if live_vector is not None else bundle.retriever.item_vector(row)
+        excluded = set() if row is None else {row}
         return self._search(
-            arm, vector, k=k, excluded=excluded, item_filter=item_filter, request_id=request_id
-        )
+            arm, vector, k=k, excluded=excluded, item_filter=item_filter, request_id=request_id,
+            excluded_ids=(item_id,),
+        )  # fmt: skip
 
     async def related(self, arm: Arm, query: RelatedQuery, request_id: str) -> Retrieval:
         """Complementary (or similar) items of one item or a basket. Falls back to `similar`
@@ -345,12 +430,14 @@ class Recommender:
         rows = []
         for item_id in query.item_ids:
             row = catalog.rows.get(item_id)
-            if row is None:
+            if row is None or bundle.live.deleted(item_id):
                 metrics.UNKNOWN_IDS.labels(f"{query.relation}_item").inc()
                 message = f"item {item_id!r} is not in bundle {bundle.version}"
                 raise NotFoundError(message, field=query.field)
             rows.append(row)
         excluded = set(rows)
+        if not bundle.live.is_empty():  # deleted, hidden or superseded rows are never served
+            excluded |= bundle.live.tombstoned_rows()
         fallback = None
         if query.user_id is not None:
             seen, fallback = await self._seen(query.user_id, bundle)
@@ -422,12 +509,13 @@ class Recommender:
         excluded = set(rows)
         if not rows:
             metrics.FALLBACKS.labels("cold_start").inc()
-            items = _popular(catalog, k, excluded, catalog.masks.allowed(item_filter))
+            items = _popular(arm.bundle, k, excluded, catalog.masks.allowed(item_filter))
             return Retrieval(request_id, arm.bundle.version, arm.name, items, "cold_start")
         vector = arm.bundle.encoder.encode(0, rows)
         return self._search(
-            arm, vector, k=k, excluded=excluded, item_filter=item_filter, request_id=request_id
-        )
+            arm, vector, k=k, excluded=excluded, item_filter=item_filter, request_id=request_id,
+            excluded_ids=history,
+        )  # fmt: skip
 
     def _search(
         self,
@@ -438,15 +526,16 @@ class Recommender:
         excluded: set[int],
         item_filter: ItemFilter | None,
         request_id: str,
+        excluded_ids: Iterable[str] = (),
     ) -> Retrieval:
         bundle = arm.bundle
         allowed = bundle.catalog.masks.allowed(item_filter)
         started = time.perf_counter()
-        rows, scores = bundle.retriever.search(
-            vector, k, excluded=excluded, allowed=allowed, settings=arm.search
-        )
+        items = search_items(
+            bundle, SCORE, arm.search, vector, k, excluded=excluded, allowed=allowed,
+            item_filter=item_filter, excluded_ids=excluded_ids,
+        )  # fmt: skip
         metrics.STAGE_SEARCH.observe(time.perf_counter() - started)
-        items = _items(bundle.catalog, rows, scores)
         return Retrieval(request_id, bundle.version, arm.name, items, None)
 
     async def ingest(self, events: Sequence[Event], catalog: Catalog | None) -> None:

@@ -1,5 +1,8 @@
 """`POST /v1/retrieve`, `GET /v1/items/{item_id}/similar` and `.../complementary`: items near
-an item, a basket, an embedding or a history; no user state beyond an optional seen set."""
+an item, a basket, an embedding or a history; no user state beyond an optional seen set.
+
+No store round trip of their own, so each first reads the bundle's catalog version (one GET,
+with Redis) and catches up: a DELETE that returned 2xx is never retrieved afterwards."""
 
 from __future__ import annotations
 
@@ -54,6 +57,7 @@ async def retrieve_one(request: Request, body: RetrieveRequest) -> Retrieval:
     """The route's work, shared with the fast lane (`fastlane.py`) that serves it first."""
     ctx = serving(request)
     service = ctx.recommender
+    await service.catch_up(ctx.router.default.bundle)
     request_id = uuid.uuid4().hex
     if body.related:
         query = body.to_related()
@@ -102,13 +106,14 @@ async def similar(
     request: Request,
     k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
 ) -> Response:
-    return _json(similar_one(request, item_id, k))
+    return _json(await similar_one(request, item_id, k))
 
 
-def similar_one(request: Request, item_id: str, k: int) -> Retrieval:
+async def similar_one(request: Request, item_id: str, k: int) -> Retrieval:
     ctx = serving(request)
     arm = ctx.router.default
     tag_arm(request, arm.name)
+    await ctx.recommender.catch_up(arm.bundle)
     _SIMILAR.inc()
     return ctx.recommender.similar(arm, item_id=item_id, k=k, request_id=uuid.uuid4().hex)
 

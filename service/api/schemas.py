@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from service.catalog.filters import ItemFilter
+from service.catalog.live import LiveItem
 from service.recommender import Event, RecommendQuery, RelatedQuery, Relation
 
 MAX_K = 500
@@ -26,6 +27,9 @@ MAX_IDS = 1_000
 MAX_BATCH = 100
 MAX_EVENTS = 1_000
 MAX_EMBEDDING_DIM = 4_096
+MAX_ITEMS = 1_000
+MAX_TITLE_CHARS = 1_000
+MAX_ATTRIBUTES = 64
 MAX_BASKET = 100
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -192,6 +196,36 @@ class EventIn(_Strict):
 
 
 EventsBody = EventIn | Annotated[list[EventIn], Field(min_length=1, max_length=MAX_EVENTS)]
+
+
+AttributeName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+AttributeValue = (
+    Annotated[str, StringConstraints(max_length=1_000)] | int | FiniteFloat | bool | None
+)
+
+
+class ItemIn(_Strict):
+    """A catalog item to upsert; embedded from its content by the bundle's item tower."""
+
+    item_id: Id
+    title: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TITLE_CHARS)]
+    genres: list[Genre] = Field(default_factory=list, max_length=64)
+    year: Year | None = None
+    attributes: dict[AttributeName, AttributeValue] = Field(
+        default_factory=dict, max_length=MAX_ATTRIBUTES, description="Kept, not embedded."
+    )
+
+    def to_domain(self) -> LiveItem:
+        return LiveItem(
+            self.item_id, self.title, tuple(self.genres), self.year or None, dict(self.attributes)
+        )
+
+
+ItemsBody = ItemIn | Annotated[list[ItemIn], Field(min_length=1, max_length=MAX_ITEMS)]
+
+
+class Availability(_Strict):
+    available: bool
 
 
 class ItemOut(BaseModel):

@@ -24,7 +24,9 @@ from pydantic import ValidationError
 
 from service.catalog.complementary import DualEmbeddings, check_dual
 from service.catalog.encoder import UserEncoder, check_signature, open_session
+from service.catalog.item_embedder import ItemEmbedder
 from service.catalog.items import CATALOG_FILES, Catalog, load_catalog
+from service.catalog.live import LiveDelta
 from service.catalog.manifest import FileEntry, Manifest
 from service.catalog.retriever import DEFAULT_EXACT_MAX_ROWS, Retriever
 from service.errors import BundleError
@@ -41,6 +43,10 @@ class Bundle:
     catalog: Catalog
     encoder: UserEncoder
     retriever: Retriever
+    items: ItemEmbedder
+    """The item tower: embeds live items from their content (service/catalog/live_sync.py)."""
+    live: LiveDelta
+    """This bundle's live delta (empty until its change log is replayed): mutable, per process."""
     complementary: DualEmbeddings | None = None
 
 
@@ -191,7 +197,6 @@ def load_bundle(path: Path, *, exact_max_rows: int = DEFAULT_EXACT_MAX_ROWS) -> 
     index = _index(root, manifest)
     item_tower = _session(root, manifest.item_tower.file, manifest.files.keys())
     check_signature(item_tower, manifest.item_tower.model_dump(), "item_tower")
-    del item_tower  # verified only: serving needs the index, not the item tower
     return Bundle(
         version=manifest.bundle_version,
         path=root,
@@ -199,6 +204,8 @@ def load_bundle(path: Path, *, exact_max_rows: int = DEFAULT_EXACT_MAX_ROWS) -> 
         catalog=catalog,
         encoder=encoder,
         retriever=Retriever(index, embeddings, manifest.index.type, exact_max_rows=exact_max_rows),
+        items=ItemEmbedder.for_manifest(item_tower, manifest),
+        live=LiveDelta(catalog.rows, manifest.embedding_dim),
         complementary=_dual(root, manifest, exact_max_rows),
     )
 

@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from service.errors import StoreUnavailableError
+from service.store.keys import catalog_version as catalog_version_key
 
 Op = Literal["upsert", "delete", "available"]
 
@@ -119,6 +120,8 @@ class RedisChangeLog(ChangeLog):
 
     @staticmethod
     def _key(bundle: str, what: str) -> str:
+        if what == "ver":  # the store reads it in its fetch round trip: one spelling
+            return catalog_version_key(bundle)
         return f"duet:cat:{{{bundle}}}:{what}"  # hash tag: one slot per bundle
 
     async def _call(self, awaitable: Any, extra_s: float = 0.0) -> Any:

@@ -22,6 +22,7 @@ from service.catalog.live import LiveItem
 
 if TYPE_CHECKING:
     from service.catalog.bundle import Bundle
+    from service.catalog.manifest import Manifest
 
 _YEAR_SUFFIX = re.compile(r"\s*\(\d{4}\)\s*$")
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -58,15 +59,21 @@ class ItemEmbedder:
     @classmethod
     def for_bundle(cls, bundle: Bundle) -> ItemEmbedder:
         """The bundle's item tower (already verified at load) with its manifest's feature spec."""
-        spec = bundle.manifest.item_tower
+        session = open_session(bundle.path / bundle.manifest.item_tower.file)
+        return cls.for_manifest(session, bundle.manifest)
+
+    @classmethod
+    def for_manifest(cls, session: ort.InferenceSession, manifest: Manifest) -> ItemEmbedder:
+        """An item tower session the loader verified, with the manifest's feature spec."""
+        spec = manifest.item_tower
         return cls(
-            open_session(bundle.path / spec.file),
+            session,
             genre_vocab=spec.genre_vocab,
             year_mean=spec.year_mean,
             year_std=spec.year_std,
             title_hash_buckets=spec.title_hash_buckets,
             title_max_tokens=spec.title_max_tokens,
-            unknown_item_idx=bundle.manifest.num_items,
+            unknown_item_idx=manifest.num_items,
         )
 
     def unknown_genres(self, item: LiveItem) -> list[str]:

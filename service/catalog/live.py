@@ -142,6 +142,25 @@ class LiveDelta:
     def hidden(self, item_id: str) -> bool:
         return item_id in self._hidden
 
+    def vector(self, item_id: str) -> Vector | None:
+        """The live item's embedding (a view; None if `item_id` is not live)."""
+        slot = self._slots.get(item_id)
+        return None if slot is None else self._matrix[slot]
+
+    def deleted(self, item_id: str) -> bool:
+        """A bundle item deleted live (not merely hidden or superseded by an update)."""
+        row = self._bundle_rows.get(item_id)
+        return (
+            row is not None
+            and row in self._tombstones
+            and item_id not in self._items
+            and item_id not in self._hidden
+        )
+
+    def is_empty(self) -> bool:
+        """No live item and no tombstone: searches need not look at the delta at all."""
+        return not self._slots and not self._tombstones
+
     def search_delta(
         self,
         query: Vector,

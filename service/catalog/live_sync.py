@@ -54,6 +54,7 @@ class LiveSync:
         self.version = 0  # changes applied
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     def apply(self, changes: Sequence[Change]) -> None:
         upserts = [live_item(c.item_id, c.body) for c in changes if c.op == "upsert"]
@@ -67,6 +68,7 @@ class LiveSync:
                 self.delta.set_available(change.item_id, bool(change.body.get("available")))
             self.position = change.position
             self.version += 1
+        self.delta.applied = self.version
 
     async def _pull(self, block_ms: int | None) -> int:
         """Read past our position (a blocking read holds no lock), apply what is still new."""
@@ -88,7 +90,9 @@ class LiveSync:
                 return  # the log is behind the counter only mid-script; next request catches up
 
     async def _tail(self) -> None:
-        while True:
+        # Stopped by an event, not by cancellation alone: `asyncio.wait_for` (the in-process
+        # log's blocking read) can swallow a cancel that lands as its wait ends (3.11).
+        while not self._stopping.is_set():
             try:
                 await self._pull(self._block_ms)
             except StoreUnavailableError as exc:
@@ -99,7 +103,8 @@ class LiveSync:
         self._task = asyncio.get_running_loop().create_task(self._tail())
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._task), self._block_ms / 1000 + 1)

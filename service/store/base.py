@@ -30,6 +30,9 @@ class UserState:
     seen: tuple[str, ...] = ()
     """Every item the user interacted with (bounded, oldest dropped): never recommended again.
     Apart from `history`, which is only the tower's recent window of positives."""
+    catalog_version: int | None = None
+    """The bundle's live-catalog version read in the same trip; None when no trip was made
+    (the in-process store, or the local layer in front of Redis)."""
 
 
 EMPTY_STATE = UserState(history=(), version=0, embedding=None)

@@ -54,3 +54,8 @@ def shard_of(user_id: str, shards: int) -> int:
 
 def shard_tag(shard: int, prefix: str = PREFIX) -> str:
     return f"{prefix}{{x{shard}}}:"
+
+
+def catalog_version(bundle_version: str) -> str:
+    """The live-catalog change counter of one bundle (one hash slot per bundle)."""
+    return f"{PREFIX}cat:{{{bundle_version}}}:ver"

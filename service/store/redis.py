@@ -6,6 +6,9 @@ A recommend costs one round trip: one EVALSHA of a read-only script doing LRANGE
 ZRANGE (measured ~15% cheaper than a pipeline in redis-py); an event batch one script call (on a
 cluster, one per user slot: a script may not span slots, and redis-py refuses EVALSHA inside
 cluster pipelines). The embedding writes are a plain pipeline, which redis-py groups by node.
+On a single node and Sentinel the fetch script also GETs `duet:cat:{<bundle>}:ver` (the
+live-catalog version, written by catalog/changes.py), so a worker behind it catches up before
+answering; on a cluster that key lives in another slot, and the recommender reads it itself.
 
 An in-process layer (`local_cache_size` users, LRU) answers repeat requests with no round trip
 at all; it stays coherent through the user ids the append script publishes (see
@@ -50,11 +53,14 @@ from service.store.clients import (
 from service.store.guard import FAILURES, guarded
 from service.store.invalidation import InvalidationListener
 
+# KEYS[5], the live-catalog version, is passed off-cluster only (another slot): "0" when no change
+# was ever logged; false on a cluster, where the recommender reads it with a GET of its own.
 _FETCH = """
 return {redis.call('LRANGE', KEYS[1], ARGV[1], -1),
         redis.call('GET', KEYS[2]) or false,
         redis.call('GET', KEYS[3]) or false,
-        redis.call('ZRANGE', KEYS[4], 0, -1)}
+        redis.call('ZRANGE', KEYS[4], 0, -1),
+        KEYS[5] and (redis.call('GET', KEYS[5]) or '0') or false}
 """
 
 # KEYS: (history, version, seen) per user; ARGV: length, ttl, seen bound, invalidation channel,
@@ -172,10 +178,12 @@ class RedisStore(Store):
         return result
 
     async def _read_user(self, user_id: str, bundle_version: str) -> Any:
-        user_keys = (
+        user_keys: tuple[str, ...] = (
             keys.hist(user_id), keys.ver(user_id), keys.emb(bundle_version, user_id),
             keys.seen(user_id),
         )  # fmt: skip
+        if not isinstance(self._redis, RedisCluster):  # same slot only on one node
+            user_keys += (keys.catalog_version(bundle_version),)
         return await self._fetch(self._redis, user_keys, [-self._history_length])
 
     async def fetch(self, user_id: str, bundle_version: str) -> UserState:
@@ -188,7 +196,7 @@ class RedisStore(Store):
                 if local is not None:
                     return local
             seq = listener.seq
-        raw_history, raw_version, raw_embedding, raw_seen = await self._call(
+        raw_history, raw_version, raw_embedding, raw_seen, raw_catalog = await self._call(
             lambda: self._read_user(user_id, bundle_version), "history fetch"
         )
         version = int(raw_version) if raw_version is not None else 0
@@ -197,6 +205,7 @@ class RedisStore(Store):
             version=version,
             embedding=unpack_embedding(raw_embedding, version),
             seen=tuple(item.decode() for item in raw_seen),
+            catalog_version=int(raw_catalog) if raw_catalog is not None else None,
         )
         if listener is not None and listener.unchanged_since(user_id, seq):
             self._remember(user_id, bundle_version, state)

@@ -177,3 +177,18 @@ async def test_local_layer_is_bypassed_while_redis_is_down() -> None:
     finally:
         await store.close()
         server.stop()
+
+
+async def test_the_fetch_carries_the_bundles_catalog_version(redis_url: str) -> None:
+    """The live catalog's counter rides the one fetch round trip (0 before any change)."""
+    from service.store.keys import catalog_version as catalog_version_key
+
+    store = _store(redis_url, CircuitBreaker(failures=5, cooldown_seconds=1))
+    try:
+        assert (await store.fetch("u", "v1")).catalog_version == 0
+        with redis.Redis.from_url(redis_url) as client:
+            client.set(catalog_version_key("v1"), 7)
+        assert (await store.fetch("u", "v1")).catalog_version == 7
+        assert (await store.fetch("u", "v2")).catalog_version == 0
+    finally:
+        await store.close()
