@@ -162,7 +162,7 @@ def _measured(
 
 
 def query_sample(
-    embeddings: FloatArray, extra: FloatArray | None = None, *, count: int = 2000, seed: int = 0
+    embeddings: FloatArray, extra: FloatArray | None = None, *, count: int = 1000, seed: int = 0
 ) -> FloatArray:
     """`count` queries: a seeded sample of the given ones (real user-tower embeddings), topped
     up with perturbed item embeddings only when there are too few users, so the recall figure
