@@ -78,6 +78,9 @@ class LocalCluster:
                 "--cluster-config-file", str(self.directory / f"nodes-{node.port}.conf"),
                 "--cluster-node-timeout", str(self.node_timeout_ms),
                 "--cluster-require-full-coverage", "no",
+                # a replica may always be promoted, however long ago it last heard the master:
+                # one that lagged past the default validity window on a loaded box never would
+                "--cluster-replica-validity-factor", "0",
                 "--dir", str(self.directory), "--dbfilename", f"dump-{node.port}.rdb",
                 "--save", "", "--appendonly", "no", "--logfile", "",
             ],

@@ -74,6 +74,7 @@ ARM_HEADER_OPENAPI: dict[str, Any] = {
 def arm_override(request: Request) -> str | None:
     """The `X-Duet-Arm` header, validated like the `ArmOverride` parameter would be."""
     value: str | None = request.headers.get(ARM_HEADER)
-    if value is not None and len(value) > ARM_HEADER_MAX:
-        raise InvalidInputError(f"at most {ARM_HEADER_MAX} characters", field=ARM_HEADER)
+    if value is not None and not 0 < len(value) <= ARM_HEADER_MAX:
+        message = f"must name an arm: 1 to {ARM_HEADER_MAX} characters"
+        raise InvalidInputError(message, field=ARM_HEADER)
     return value

@@ -53,9 +53,16 @@ async def retrieve(body: RetrieveRequest, request: Request) -> Response:
     return _json(await retrieve_one(request, body))
 
 
+def _check_override(request: Request) -> None:
+    """An `X-Duet-Arm` the experiment would refuse on recommend is refused here too, even by the
+    queries that always use the default arm: the schema declares one header for all of them."""
+    serving(request).router.choose("", arm_override(request))
+
+
 async def retrieve_one(request: Request, body: RetrieveRequest) -> Retrieval:
     """The route's work, shared with the fast lane (`fastlane.py`) that serves it first."""
     ctx = serving(request)
+    _check_override(request)
     service = ctx.recommender
     await service.catch_up(ctx.router.default.bundle)
     request_id = uuid.uuid4().hex
@@ -140,6 +147,7 @@ async def complementary(
 async def complementary_one(
     request: Request, item_id: str, k: int, user_id: str | None
 ) -> Retrieval:
+    _check_override(request)
     metrics.related_counter(COMPLEMENTARY_PATH, "complementary").inc()
     query = RelatedQuery(item_ids=(item_id,), k=k, relation="complementary", user_id=user_id)
     return await _related(request, query, uuid.uuid4().hex)

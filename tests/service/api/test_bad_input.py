@@ -59,6 +59,15 @@ async def test_a_float32_overflow_embedding_is_422(
     assert response.json()["error"]["field"] == "embedding.0"  # past float32's range
 
 
+async def test_an_empty_arm_header_is_422_naming_it(client: httpx.AsyncClient) -> None:
+    """The schema makes X-Duet-Arm an enum of the arms: an empty value names none of them."""
+    response = await client.post(
+        "/v1/recommend", json={"user_id": "1", "k": 5}, headers={"X-Duet-Arm": ""}
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == "X-Duet-Arm"
+
+
 async def test_too_many_events_are_refused(client: httpx.AsyncClient) -> None:
     events = [{"user_id": "u", "item_id": "1", "type": "view"}] * 1001
     response = await client.post("/v1/events", json=events)
