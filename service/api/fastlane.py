@@ -54,28 +54,28 @@ def _retrieve(request: Request, body: bytes) -> object | None:
 
 def _item_query(
     request: Request, suffix: str, names: frozenset[str]
-) -> tuple[str, dict[str, str]] | None:
-    """The path's item id and the query parameters, each of `names` at most once; None for
-    anything else (FastAPI then answers)."""
+) -> tuple[str, int, dict[str, str]] | None:
+    """The path's item id, `k` (10 if absent) and the query parameters, each of `names` at most
+    once; None for anything else or anything that does not validate (FastAPI then answers)."""
     scope = request.scope
     raw_id = scope["path"][len(_ITEMS_PREFIX) : -len(suffix)]  # already decoded
     params = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
     given = dict(params)
     if "/" in raw_id or len(given) != len(params) or not given.keys() <= names:
         return None
-    return raw_id, given
+    try:
+        item_id = _ID.validate_python(raw_id)
+        k = _K.validate_python(given["k"]) if "k" in given else 10
+    except ValidationError:
+        return None
+    return item_id, k, given
 
 
 def _similar(request: Request, _: bytes) -> object | None:
     parsed = _item_query(request, _SIMILAR_SUFFIX, _SIMILAR_PARAMS)
     if parsed is None:
         return None
-    raw_id, params = parsed
-    try:
-        item_id = _ID.validate_python(raw_id)
-        k = _K.validate_python(params["k"]) if "k" in params else 10
-    except ValidationError:
-        return None
+    item_id, k, _params = parsed
     return items.similar_one(request, item_id, k)
 
 
@@ -83,10 +83,8 @@ def _complementary(request: Request, _: bytes) -> object | None:
     parsed = _item_query(request, _COMPLEMENTARY_SUFFIX, _COMPLEMENTARY_PARAMS)
     if parsed is None:
         return None
-    raw_id, params = parsed
+    item_id, k, params = parsed
     try:
-        item_id = _ID.validate_python(raw_id)
-        k = _K.validate_python(params["k"]) if "k" in params else 10
         user_id = _ID.validate_python(params["user_id"]) if "user_id" in params else None
     except ValidationError:
         return None
