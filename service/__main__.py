@@ -39,26 +39,17 @@ from service.settings import Settings
 HTTP_PROTOCOL = "service.api.early_shed:EarlySheddingProtocol"
 
 
-def _prepare_multiprocess_metrics() -> None:
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+def _prepare_shared_dir(variable: str, prefix: str, stale: str) -> None:
+    """The directory the workers share through `variable`: a fresh temporary one, or the given
+    one with the files a previous run left (`stale` glob) removed."""
+    directory = os.environ.get(variable)
     if directory is None:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="duet-metrics-")
+        os.environ[variable] = tempfile.mkdtemp(prefix=prefix)
         return
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
-    for stale in path.glob("*.db"):
-        stale.unlink()
-
-
-def _prepare_worker_marks() -> None:
-    directory = os.environ.get("DUET_WORKER_STATE_DIR")
-    if directory is None:
-        os.environ["DUET_WORKER_STATE_DIR"] = tempfile.mkdtemp(prefix="duet-workers-")
-        return
-    path = Path(directory)
-    path.mkdir(parents=True, exist_ok=True)
-    for stale in path.glob("*.ready"):
-        stale.unlink()
+    for leftover in path.glob(stale):
+        leftover.unlink()
 
 
 def _settings_or_exit() -> Settings:
@@ -91,8 +82,8 @@ def main() -> None:
     )
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if settings.workers > 1:
-        _prepare_multiprocess_metrics()
-        _prepare_worker_marks()
+        _prepare_shared_dir("PROMETHEUS_MULTIPROC_DIR", "duet-metrics-", "*.db")
+        _prepare_shared_dir("DUET_WORKER_STATE_DIR", "duet-workers-", "*.ready")
     _check_redis_mode_or_exit(settings)
     uvicorn.run(
         "service.app:app_from_env",
