@@ -7,7 +7,9 @@ keeps its sync and delta. Without Redis the change log is in-process (`MemoryCha
 same code within one process.
 
 `version(bundle)` is the consistency hook for requests that have no store round trip of their
-own (retrieve, similar, item metadata): one bounded GET of the bundle's change counter.
+own (retrieve, similar, item metadata, in-process cache hits): a bounded GET of the bundle's
+change counter, coalesced (`version_reads.NextFlight`) so a worker sends about one per round
+trip, each sent after the requests it answers arrived.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Iterable
 from service.catalog.bundle import Bundle
 from service.catalog.changes import ChangeLog, MemoryChangeLog, RedisChangeLog
 from service.catalog.live_sync import LiveSync
+from service.catalog.version_reads import NextFlight
 from service.errors import StoreUnavailableError
 from service.settings import Settings
 
@@ -43,6 +46,7 @@ class LiveFeeds:
         self._request_timeout = request_timeout_s
         self._block_ms = block_ms
         self._syncs: dict[int, tuple[Bundle, LiveSync]] = {}
+        self._reads: dict[str, NextFlight] = {}
 
     def sync(self, bundle: Bundle) -> LiveSync | None:
         entry = self._syncs.get(id(bundle))
@@ -69,7 +73,9 @@ class LiveFeeds:
         """Stop the syncs of bundles not in `serving` (their in-flight requests keep the delta)."""
         keep = {id(b) for b in serving}
         for key in [k for k in self._syncs if k not in keep]:
-            _, sync = self._syncs.pop(key)
+            bundle, sync = self._syncs.pop(key)
+            if all(b.version != bundle.version for b, _ in self._syncs.values()):
+                self._reads.pop(bundle.version, None)
             await sync.stop()
 
     async def version(self, bundle: Bundle) -> int | None:
@@ -77,9 +83,15 @@ class LiveFeeds:
         nothing else writes the log (in-process) or Redis did not answer in time."""
         if not self.shared:
             return None
+        reads = self._reads.get(bundle.version)
+        if reads is None:
+            reads = self._reads[bundle.version] = NextFlight(lambda: self._read(bundle.version))
+        return await reads.get()
+
+    async def _read(self, bundle_version: str) -> int | None:
         try:
             async with asyncio.timeout(self._request_timeout):
-                return await self.changes.version(bundle.version)
+                return await self.changes.version(bundle_version)
         except (StoreUnavailableError, TimeoutError):
             return None
 
