@@ -91,7 +91,27 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"complementary / similar throughput: **{complementary / similar:.2f}**.")
     if result.get("service_rss_mb"):
         lines.append(f"Service RSS after the run: {result['service_rss_mb']:.0f} MB.")
-    return "\n".join(lines + _scale_lines(result)) + "\n"
+    return "\n".join(lines + _live_lines(result) + _scale_lines(result)) + "\n"
+
+
+def _live_lines(result: dict[str, Any]) -> list[str]:
+    live = result.get("live")
+    if not live:
+        return []
+    lines = [
+        "",
+        f"With {live['count']:,} live items posted through `POST /admin/items` "
+        f"({live['post_s']:.1f} s), the same service:",
+        "",
+        "| scenario | req/s | p99 ms | vs without | failed |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, s in live["scenarios"].items():
+        lines.append(
+            f"| {name} | {s['rps']:,.0f} | {s['p99_ms']:.2f} | {s['vs_without']:.2f} "
+            f"| {s['failed']} |"
+        )
+    return lines
 
 
 def _scale_lines(result: dict[str, Any]) -> list[str]:

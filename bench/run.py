@@ -25,6 +25,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import live_phase
 import report
 import scale
 import scrape
@@ -84,6 +85,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-paced", action="store_true", help="skip the half-throughput runs")
     p.add_argument(
         "--seen-items", type=int, default=200, help="seen set per user for recommend_warm_seen"
+    )
+    p.add_argument(
+        "--live-items",
+        type=int,
+        default=0,
+        help="then post this many live items and re-run the searching scenarios (issue 12)",
     )
     p.add_argument("--ready-timeout", type=float, default=180.0, help="seconds to wait for ready")
     p.add_argument(
@@ -295,6 +302,32 @@ def _give_seen_sets(base: str, users: list[str], env: dict[str, str], size: int)
         _post(base + "/v1/recommend", {"user_id": user, "k": 10})
 
 
+def _scenario(
+    name: str,
+    base: str,
+    child: Child,
+    *,
+    service_base: str,
+    args: argparse.Namespace,
+    run: dict[str, Any],
+) -> dict[str, Any]:
+    """One scenario at fixed concurrency after a warm-up, with the service's counters over it."""
+    if args.warmup > 0:
+        wrk.run(base, name, duration_s=args.warmup, **run)
+    before = scrape.sample(service_base)
+    result = wrk.run(base, name, duration_s=args.duration, **run)
+    child.check_alive()
+    measured = result.as_dict()
+    if name != "hello":
+        measured["service"] = scrape.delta(before, scrape.sample(service_base), result.requests)
+    print(
+        f"duet-bench: {name:18s} {result.rps:9,.0f} req/s  p50 {result.p50_ms:.2f} ms"
+        f"  p99 {result.p99_ms:.2f} ms",
+        flush=True,
+    )
+    return measured
+
+
 def _measure(
     args: argparse.Namespace,
     users: list[str],
@@ -311,19 +344,30 @@ def _measure(
         child, base = children["hello" if name == "hello" else "service"]
         if name == "recommend_warm_seen":
             _give_seen_sets(base, users, env, args.seen_items)
-        if args.warmup > 0:
-            wrk.run(base, name, duration_s=args.warmup, **run)
-        before = scrape.sample(children["service"][1])
-        result = wrk.run(base, name, duration_s=args.duration, **run)
-        child.check_alive()
-        scenarios[name] = result.as_dict()
-        if name != "hello":
-            after = scrape.sample(children["service"][1])
-            scenarios[name]["service"] = scrape.delta(before, after, result.requests)
-        print(
-            f"duet-bench: {name:18s} {result.rps:9,.0f} req/s  p50 {result.p50_ms:.2f} ms"
-            f"  p99 {result.p99_ms:.2f} ms",
-            flush=True,
+        scenarios[name] = _scenario(
+            name, base, child, service_base=children["service"][1], args=args, run=run
+        )
+    extra: dict[str, Any] = {}
+    if args.live_items > 0:
+        base = children["service"][1]
+
+        def measured_again(name: str) -> dict[str, Any]:
+            return _scenario(
+                name, base, children["service"][0], service_base=base, args=args, run=run
+            )
+
+        def rewarm() -> None:
+            for user in users:
+                _post(base + "/v1/recommend", {"user_id": user, "k": 10})
+
+        extra["live"] = live_phase.measure(
+            count=args.live_items,
+            base=base,
+            token=ADMIN_TOKEN,
+            bundle=args.bundle,
+            without=scenarios,
+            run_scenario=measured_again,
+            rewarm=rewarm,
         )
     paced: dict[str, dict[str, Any]] = {}
     for name in () if args.no_paced else PACED:
@@ -335,7 +379,7 @@ def _measure(
                 f"p99 {paced[name]['p99_ms']:.2f} ms",
                 flush=True,
             )
-    return {"scenarios": scenarios, "paced": paced}
+    return {"scenarios": scenarios, "paced": paced, **extra}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -354,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     if result["ratio"] is not None:
         print(f"duet-bench: recommend/hello-world ratio = {result['ratio']:.2f}")
     runs = {**result["scenarios"], **{f"{k} (paced)": v for k, v in result["paced"].items()}}
+    runs.update({f"{k} (live)": v for k, v in result.get("live", {}).get("scenarios", {}).items()})
     if result.get("reload_under_load"):
         runs["reload under load"] = result["reload_under_load"]
     failed = {name: r["errors"] for name, r in runs.items() if r["failed"]}

@@ -59,7 +59,7 @@ class ItemEmbedder:
     @classmethod
     def for_bundle(cls, bundle: Bundle) -> ItemEmbedder:
         """The bundle's item tower (already verified at load) with its manifest's feature spec."""
-        session = open_session(bundle.path / bundle.manifest.item_tower.file)
+        session = open_session(bundle.path / bundle.manifest.item_tower.file, bundle.manifest.files)
         return cls.for_manifest(session, bundle.manifest)
 
     @classmethod

@@ -1,7 +1,8 @@
 """The live catalog delta: items added or changed since the bundle was built, and tombstones.
 
 A bundle is immutable; the delta sits beside it. New and updated items live in a small exact
-index (a float32 matrix grown in chunks, searched by one matmul + argpartition), and every
+index (a float32 matrix grown in chunks, searched by one matmul + argpartition, with filters
+as per-genre and year columns beside it, so a search does no per-item Python work), and every
 bundle row that was deleted, hidden or superseded by an update is tombstoned, so searches
 exclude it and an updated item never comes back twice. Plain arrays and ids in and out: the
 retriever takes `tombstoned_rows()` as exclusions and `merge` joins the two result lists.
@@ -44,21 +45,6 @@ class LiveItem:
     attributes: Mapping[str, object] = field(default_factory=dict)
 
 
-def passes(item: LiveItem, item_filter: ItemFilter | None) -> bool:
-    """The bundle's filter semantics (filters.FilterMasks) applied to one live item."""
-    if item_filter is None or item_filter.is_empty():
-        return True
-    genres = set(item.genres)
-    if item_filter.genres_any and not genres & item_filter.genres_any:
-        return False
-    if item_filter.genres_none and genres & item_filter.genres_none:
-        return False
-    year = item.year or 0
-    if item_filter.year_min is not None and not (year > 0 and year >= item_filter.year_min):
-        return False
-    return not (item_filter.year_max is not None and not (0 < year <= item_filter.year_max))
-
-
 class LiveDelta:
     """Mutable delta over one bundle; `bundle_rows` maps the bundle's item ids to rows.
 
@@ -71,6 +57,8 @@ class LiveDelta:
         self._dim = dim
         self._matrix: Vector = np.zeros((0, dim), dtype=np.float32)
         self._active = np.zeros(0, dtype=np.bool_)  # slot holds a visible item
+        self._years = np.zeros(0, dtype=np.int32)  # 0 = unknown year (fails year filters)
+        self._genres: dict[str, npt.NDArray[np.bool_]] = {}  # genre -> slots that have it
         self._ids: list[str | None] = []  # slot -> item id; None = freed slot
         self._slots: dict[str, int] = {}
         self._items: dict[str, LiveItem] = {}
@@ -90,16 +78,51 @@ class LiveDelta:
         if slot is None:
             slot = len(self._ids)
             if slot >= len(self._matrix):
-                grown = np.zeros((len(self._matrix) + _CHUNK, self._dim), dtype=np.float32)
-                grown[: len(self._matrix)] = self._matrix
-                self._matrix = grown
-                self._active = np.concatenate([self._active, np.zeros(_CHUNK, dtype=np.bool_)])
+                self._grow()
             self._ids.append(item.item_id)
             self._slots[item.item_id] = slot
         self._matrix[slot] = vector
         self._active[slot] = item.item_id not in self._hidden
+        self._years[slot] = item.year or 0
+        for column in self._genres.values():
+            column[slot] = False
+        for genre in item.genres:
+            if genre not in self._genres:
+                self._genres[genre] = np.zeros(len(self._matrix), dtype=np.bool_)
+            self._genres[genre][slot] = True
         self._items[item.item_id] = item
         self._tombstone(item.item_id)
+
+    def _grow(self) -> None:
+        def longer(column: npt.NDArray[Any]) -> npt.NDArray[Any]:
+            return np.concatenate([column, np.zeros(_CHUNK, dtype=column.dtype)])
+
+        grown = np.zeros((len(self._matrix) + _CHUNK, self._dim), dtype=np.float32)
+        grown[: len(self._matrix)] = self._matrix
+        self._matrix = grown
+        self._active = longer(self._active)
+        self._years = longer(self._years)
+        self._genres = {genre: longer(column) for genre, column in self._genres.items()}
+
+    def _mask(self, used: int, item_filter: ItemFilter | None) -> npt.NDArray[np.bool_]:
+        """Visible slots passing `item_filter`, with the bundle's semantics (filters.FilterMasks):
+        an unknown year fails any year bound."""
+        mask = self._active[:used].copy()
+        if item_filter is None or item_filter.is_empty():
+            return mask
+        if item_filter.genres_any:
+            any_of = np.zeros(used, dtype=np.bool_)
+            for genre in item_filter.genres_any & self._genres.keys():
+                any_of |= self._genres[genre][:used]
+            mask &= any_of
+        for genre in item_filter.genres_none & self._genres.keys():
+            mask &= ~self._genres[genre][:used]
+        years = self._years[:used]
+        if item_filter.year_min is not None:
+            mask &= (years > 0) & (years >= item_filter.year_min)
+        if item_filter.year_max is not None:
+            mask &= (years > 0) & (years <= item_filter.year_max)
+        return mask
 
     def delete(self, item_id: str) -> None:
         """Gone from both the delta and the bundle (a later upsert brings it back)."""
@@ -172,25 +195,17 @@ class LiveDelta:
         used = len(self._ids)
         if k <= 0 or not self._slots:
             return []
-        scores = self._matrix[:used] @ np.asarray(query, dtype=np.float32).reshape(-1)
-        allowed = self._active[:used].copy()
+        allowed = self._mask(used, item_filter)
         for item_id in excluded_ids:
             slot = self._slots.get(item_id)
             if slot is not None:
                 allowed[slot] = False
-        if item_filter is not None and not item_filter.is_empty():
-            for slot in np.flatnonzero(allowed).tolist():  # per item: filters are rare here
-                live_id = self._ids[slot]
-                allowed[slot] = live_id is not None and passes(self._items[live_id], item_filter)
-        candidates = np.flatnonzero(allowed)
-        if not len(candidates):
-            return []
-        chosen = scores[candidates]
-        if k < len(candidates):
-            top = np.argpartition(-chosen, k - 1)[:k]
-            candidates, chosen = candidates[top], chosen[top]
-        order = np.argsort(-chosen, kind="stable")
-        pairs = zip(candidates[order].tolist(), chosen[order].tolist(), strict=True)
+        scores = self._matrix[:used] @ np.asarray(query, dtype=np.float32).reshape(-1)
+        scores[~allowed] = -np.inf
+        top = np.argpartition(scores, used - k)[used - k :] if k < used else np.arange(used)
+        top = top[allowed[top]]  # fewer than k qualify: the -inf ones drop out here
+        order = top[np.argsort(-scores[top], kind="stable")]
+        pairs = zip(order.tolist(), scores[order].tolist(), strict=True)
         return [(str(self._ids[slot]), score) for slot, score in pairs]
 
 

@@ -34,12 +34,21 @@ def bench(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
 def test_a_short_run_writes_the_table_and_the_ratio(bundle: Path, tmp_path: Path) -> None:
     done = bench(
         "--bundle", str(bundle), "--out", str(tmp_path), "--duration", "1", "--warmup", "0",
-        "--connections", "8", "--scenarios", ",".join(SCENARIOS),
+        "--connections", "8", "--scenarios", ",".join(SCENARIOS), "--live-items", "300",
     )  # fmt: skip
     print(done.stdout, done.stderr)  # shown by pytest when an assertion below fails
     assert done.returncode == 0
     result = json.loads((tmp_path / "latest.json").read_text())
     assert list(result["scenarios"]) == SCENARIOS
+    live = result["live"]  # the searching scenarios again, with 300 items posted live
+    assert live["count"] == 300 and set(live["scenarios"]) == {
+        "recommend_warm",
+        "retrieve",
+        "similar",
+    }
+    for name, run in live["scenarios"].items():
+        assert run["requests"] > 0 and run["failed"] == 0, name
+        assert run["vs_without"] == round(run["rps"] / result["scenarios"][name]["rps"], 3)
     for name, run in result["scenarios"].items():
         assert run["requests"] > 0 and run["failed"] == 0, name
         assert 0 < run["p50_ms"] <= run["p99_ms"] <= run["max_ms"], name
@@ -57,6 +66,7 @@ def test_a_short_run_writes_the_table_and_the_ratio(bundle: Path, tmp_path: Path
     table = (tmp_path / "latest.md").read_text()
     assert "| recommend_warm |" in table and result["machine"]["cpu"] in table
     assert "complementary / similar throughput" in table
+    assert "With 300 live items posted" in table
     assert f"recommend/hello-world ratio = {result['ratio']:.2f}" in done.stdout
 
 

@@ -142,3 +142,65 @@ def test_filtered_search_with_delta_keeps_exactly_k_and_the_filter(bundle: Bundl
     assert len(page) == k and ids[0] == "match" and "other" not in ids
     assert catalog.item_ids[0] not in ids
     assert all(genre in catalog.genres[catalog.rows[i]] for i in ids if i != "match")
+
+
+def _passes(item: LiveItem, f: ItemFilter) -> bool:
+    """The bundle's filter semantics for one item, written plainly: the oracle."""
+    genres, year = set(item.genres), item.year or 0
+    return (
+        (not f.genres_any or bool(genres & f.genres_any))
+        and not genres & f.genres_none
+        and (f.year_min is None or (year > 0 and year >= f.year_min))
+        and (f.year_max is None or (0 < year <= f.year_max))
+    )
+
+
+def test_vectorised_filters_equal_the_per_item_semantics_through_churn() -> None:
+    """Random upserts (re-genred updates too), deletes and hides, then random filters: the
+    delta's top-k is exactly the brute-force answer over the items that pass."""
+    rng = np.random.default_rng(7)
+    vocab = ["Action", "Drama", "Comedy", "Noir", "Sci-Fi"]
+    dim = 8
+    delta = LiveDelta({}, dim)
+    alive: dict[str, tuple[LiveItem, np.ndarray]] = {}
+    hidden: set[str] = set()
+    for step in range(3_000):
+        item_id = f"i{rng.integers(1_500)}"
+        op = rng.random()
+        if op < 0.7:
+            genres = tuple(rng.choice(vocab, size=rng.integers(0, 3), replace=False).tolist())
+            year = None if rng.random() < 0.1 else int(rng.integers(1950, 2030))
+            item = LiveItem(item_id, f"t{step}", genres, year)
+            vector = rng.standard_normal(dim).astype(np.float32)
+            delta.upsert(item, vector)
+            alive[item_id] = (item, vector)
+        elif op < 0.85:
+            delta.delete(item_id)
+            alive.pop(item_id, None)
+            hidden.discard(item_id)
+        else:
+            available = bool(rng.random() < 0.5)
+            delta.set_available(item_id, available)
+            (hidden.discard if available else hidden.add)(item_id)
+    assert len(delta) == len(alive)
+    for _ in range(200):
+        f = ItemFilter(
+            genres_any=frozenset(rng.choice(vocab, size=rng.integers(0, 3), replace=False)),
+            genres_none=frozenset(rng.choice(vocab, size=rng.integers(0, 2), replace=False)),
+            year_min=int(rng.integers(1950, 2030)) if rng.random() < 0.4 else None,
+            year_max=int(rng.integers(1950, 2030)) if rng.random() < 0.4 else None,
+        )
+        query = rng.standard_normal(dim).astype(np.float32)
+        excluded = {f"i{n}" for n in rng.integers(1_500, size=20)}
+        k = int(rng.integers(1, 60))
+        expected = sorted(
+            (
+                (float(vector @ query), item_id)
+                for item_id, (item, vector) in alive.items()
+                if item_id not in hidden and item_id not in excluded and _passes(item, f)
+            ),
+            reverse=True,
+        )[:k]
+        got = delta.search_delta(query, k, f, excluded)
+        assert [i for i, _ in got] == [i for _, i in expected]
+        assert np.allclose([s for _, s in got], [s for s, _ in expected], atol=1e-5)
