@@ -73,6 +73,10 @@ $(SCALE_BUNDLE)/manifest.json: $(SCALE_DATA)/interactions.parquet
 .PHONY: bench-scale
 bench-scale: $(SCALE_BUNDLE)/manifest.json ops-tools redis
 	$(BIN)/python bench/run.py --scale --bundle $(SCALE_BUNDLE) --out bench/results --readme README.md
+# Issue 12's targets: upsert to retrievable and delete to never served, two workers under load.
+.PHONY: live-drill
+live-drill: $(BUNDLE)/manifest.json redis
+	$(BIN)/python bench/live_drill.py --bundle $(BUNDLE)
 .PHONY: bench-cluster
 bench-cluster: $(BUNDLE)/manifest.json ops-tools redis
 	$(BIN)/python bench/cluster_ratio.py --bundle $(BUNDLE)
