@@ -97,7 +97,8 @@ def prometheus(service_port: int, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 def drive(port: int, bundle: Path, seconds: float) -> None:
-    """Every kind of request the dashboard shows: both arms, clicks, 4xx, a reload."""
+    """Every kind of request the dashboard shows: both arms, clicks, 4xx, a reload, similar and
+    complementary items."""
     traffic = Traffic(load_catalog(bundle), zipf_s=1.1, new_user_share=0.2, seed=7)
     auth = {"Authorization": f"Bearer {OPS_ADMIN_TOKEN}"}
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
@@ -115,6 +116,7 @@ def drive(port: int, bundle: Path, seconds: float) -> None:
             traffic.remember(body["user_id"], Shown(page.get("request_id", ""), ids))
             http.post("/v1/events", json=traffic.event_body())
             http.get(traffic.similar_path())
+            http.get(traffic.similar_path().replace("/similar", "/complementary"))
             http.post("/v1/retrieve", json=traffic.retrieve_body())
 
 
