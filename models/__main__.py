@@ -1,4 +1,5 @@
-"""`python -m models build|evaluate|synth|bench-index`: the command names are a contract."""
+"""`python -m models build|evaluate|synth|bench-index|tune-dual`: the command names are a
+contract."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from models.datasets import DATASETS, DatasetError, load_dataset, synthesize, write_synthetic
@@ -88,6 +89,17 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--index", choices=("hnsw", "ivf"), default="ivf")
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--json", type=Path, help="also write the figures as JSON")
+
+    tune = commands.add_parser("tune-dual", help="SGNS configs by validation next-item R@20")
+    tune.add_argument("--dataset", required=True, help=f"one of {', '.join(DATASETS)}")
+    tune.add_argument("--data-dir", type=Path, help="dataset directory (original layout)")
+    tune.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        help="SGNSConfig overrides, e.g. 'epochs=20,ns_exponent=0' (repeat; none = defaults)",
+    )
+    tune.add_argument("--json", type=Path, help="also write the rows as JSON")
     return parser
 
 
@@ -213,7 +225,44 @@ def _bench_index(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"build": _build, "evaluate": _evaluate, "synth": _synth, "bench-index": _bench_index}
+def _tune_dual(args: argparse.Namespace) -> int:
+    import torch  # noqa: PLC0415
+
+    from models.dual_tuning import configs_from, tune, validation_reference  # noqa: PLC0415
+    from models.pipeline import split_dataset  # noqa: PLC0415
+
+    torch.set_num_threads(1)
+    split = split_dataset(load_dataset(args.dataset, args.data_dir))
+    configs = configs_from(args.config)
+    reference = validation_reference(split)
+    for name, recall in reference.items():
+        print(f"{recall:.4f}  {name} (validation reference)", flush=True)
+    rows = tune(split, configs, log=lambda line: print(line, flush=True))
+    if args.json is not None:
+        figures = {
+            "dataset": args.dataset,
+            "reference": reference,
+            "rows": [
+                {
+                    "config": asdict(r.config),
+                    "recall@20": r.recall,
+                    "asymmetry": r.asymmetry,
+                    "train_seconds": round(r.seconds, 2),
+                }
+                for r in rows
+            ],
+        }
+        args.json.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+COMMANDS = {
+    "build": _build,
+    "evaluate": _evaluate,
+    "synth": _synth,
+    "bench-index": _bench_index,
+    "tune-dual": _tune_dual,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

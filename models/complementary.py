@@ -35,6 +35,13 @@ class SGNSConfig:
     batch_size: int = 4096
     lr: float = 0.01
     seed: int = 0
+    ns_exponent: float = 0.75
+    """Negatives drawn from count^ns_exponent (word2vec's 0.75; 0 = uniform over the items
+    seen, negative = rare items more often). Items never seen are never drawn."""
+    distance_power: float = 0.0
+    """A pair d steps apart weighs d^-distance_power in the loss (0 = every pair alike)."""
+    lr_decay: bool = False
+    """Learning rate decays linearly to 0 over the run (word2vec), else stays at `lr`."""
 
 
 def wants_complementary(flag: bool | None, num_items: int) -> bool:
@@ -44,46 +51,77 @@ def wants_complementary(flag: bool | None, num_items: int) -> bool:
 
 def follow_pairs(interactions: Interactions, window: int) -> tuple[IntArray, IntArray]:
     """(item, item following within `window` steps) per user; input sorted by user, time."""
+    heads, tails, _ = pairs_by_distance(interactions, window)
+    return heads, tails
+
+
+def pairs_by_distance(
+    interactions: Interactions, window: int
+) -> tuple[IntArray, IntArray, IntArray]:
+    """`follow_pairs` and how many steps apart each pair is (1..window)."""
     heads: list[IntArray] = []
     tails: list[IntArray] = []
+    steps: list[IntArray] = []
     for d in range(1, window + 1):
         same_user = interactions.user[d:] == interactions.user[:-d]
         heads.append(interactions.item[:-d][same_user])
         tails.append(interactions.item[d:][same_user])
-    return np.concatenate(heads).astype(np.int64), np.concatenate(tails).astype(np.int64)
+        steps.append(np.full(int(same_user.sum()), d, dtype=np.int64))
+    return (
+        np.concatenate(heads).astype(np.int64),
+        np.concatenate(tails).astype(np.int64),
+        np.concatenate(steps),
+    )
+
+
+def negative_distribution(item: IntArray, num_items: int, exponent: float) -> FloatArray:
+    """P(item drawn as a negative) ∝ count^exponent over the items seen; 0 for the others."""
+    counts = np.bincount(item, minlength=num_items).astype(np.float64)
+    seen = counts > 0
+    weights = np.zeros(num_items, dtype=np.float64)
+    weights[seen] = counts[seen] ** exponent
+    law: FloatArray = (weights / weights.sum()).astype(np.float32)
+    return law
 
 
 def train_dual(
     interactions: Interactions, num_items: int, config: SGNSConfig = SGNSConfig()
 ) -> tuple[FloatArray, FloatArray]:
-    """IN and OUT tables, float32 [num_items, dim]; negatives from the unigram^0.75 law."""
+    """IN and OUT tables, float32 [num_items, dim]; negatives from `negative_distribution`."""
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
-    heads_np, tails_np = follow_pairs(interactions, config.window)
+    heads_np, tails_np, steps = pairs_by_distance(interactions, config.window)
     heads, tails = torch.from_numpy(heads_np), torch.from_numpy(tails_np)
-    counts = np.bincount(interactions.item, minlength=num_items).astype(np.float64) ** 0.75
-    noise = torch.from_numpy(counts / counts.sum())
+    pair_weight = torch.from_numpy(steps.astype(np.float32) ** -config.distance_power)
+    noise = torch.from_numpy(
+        negative_distribution(interactions.item, num_items, config.ns_exponent).astype(np.float64)
+    )
     emb_in = torch.nn.Embedding(num_items, config.dim, sparse=True)
     emb_out = torch.nn.Embedding(num_items, config.dim, sparse=True)
     torch.nn.init.uniform_(emb_in.weight, -0.5 / config.dim, 0.5 / config.dim)
     torch.nn.init.zeros_(emb_out.weight)
     optimizer = torch.optim.SparseAdam([emb_in.weight, emb_out.weight], lr=config.lr)
+    total_steps = config.epochs * -(-len(heads) // config.batch_size)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: max(1.0 - step / total_steps, 1e-4) if config.lr_decay else 1.0
+    )
     for _ in range(config.epochs):
         order = torch.randperm(len(heads), generator=generator)
         for start in range(0, len(order), config.batch_size):
             batch = order[start : start + config.batch_size]
-            h, t = heads[batch], tails[batch]
+            h, t, w = heads[batch], tails[batch], pair_weight[batch]
             neg = torch.multinomial(
                 noise, len(batch) * config.negatives, replacement=True, generator=generator
             ).view(len(batch), config.negatives)
             v = emb_in(h)
             pos = (v * emb_out(t)).sum(-1)
             negs = torch.bmm(emb_out(neg), v.unsqueeze(-1)).squeeze(-1)
-            loss = -functional.logsigmoid(pos).mean()
-            loss = loss - functional.logsigmoid(-negs).sum(-1).mean()
+            per_pair = -functional.logsigmoid(pos) - functional.logsigmoid(-negs).sum(-1)
+            loss = (per_pair * w).sum() / w.sum()
             optimizer.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()  # type: ignore[no-untyped-call]
+            schedule.step()
     return (
         emb_in.weight.detach().numpy().astype(np.float32),
         emb_out.weight.detach().numpy().astype(np.float32),

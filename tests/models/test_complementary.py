@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
+import pytest
 
 from models.complementary import (
     SGNSConfig,
     cooccurrence_scorer,
     dot_scorer,
     follow_pairs,
+    negative_distribution,
     next_item_recall,
     next_pairs,
+    pairs_by_distance,
     popularity_scorer,
     serving_tables,
     train_dual,
@@ -39,7 +44,8 @@ def test_follow_pairs_stay_within_a_user() -> None:
     ]
 
 
-def test_sgns_learns_a_planted_asymmetric_relation() -> None:
+@pytest.mark.parametrize("lr_decay", [False, True])
+def test_sgns_learns_a_planted_asymmetric_relation(lr_decay: bool) -> None:
     # Item 2j is always followed by 2j+1 (a "refill" after its "printer"); pairs shuffled per user.
     rng = np.random.default_rng(0)
     num_items = 40
@@ -49,7 +55,9 @@ def test_sgns_learns_a_planted_asymmetric_relation() -> None:
         users.append([int(x) for s in starts for x in (s, s + 1)])
     data = _interactions(users)
     item_in, item_out = train_dual(
-        data, num_items, SGNSConfig(dim=16, window=1, negatives=5, epochs=20, batch_size=256)
+        data,
+        num_items,
+        SGNSConfig(dim=16, window=1, negatives=5, epochs=20, batch_size=256, lr_decay=lr_decay),
     )
     assert item_in.shape == item_out.shape == (num_items, 16)
     assert item_in.dtype == np.float32
@@ -106,3 +114,49 @@ def test_cooccurrence_and_popularity_baselines() -> None:
     cooc = cooccurrence_scorer(data, 3)
     assert cooc(np.array([0]))[0].tolist() == [0, 2, 0]
     assert popularity_scorer(data, 3)(np.array([0, 1]))[1].tolist() == [2, 3, 3]
+
+
+def test_negative_distribution_follows_the_exponent() -> None:
+    # Item 0 seen 4 times, item 1 once, item 2 never.
+    item = np.array([0, 0, 0, 0, 1], dtype=np.int64)
+    assert np.allclose(negative_distribution(item, 3, 1.0), [0.8, 0.2, 0.0])
+    assert np.allclose(negative_distribution(item, 3, 0.0), [0.5, 0.5, 0.0])  # uniform over seen
+    assert np.allclose(negative_distribution(item, 3, 0.5), [2 / 3, 1 / 3, 0.0])
+    # A negative exponent favours the rare item, and still never draws the unseen one.
+    assert np.allclose(negative_distribution(item, 3, -1.0), [0.2, 0.8, 0.0])
+
+
+def test_training_draws_negatives_from_the_configured_law() -> None:
+    # One pair 0 -> 1 and a popular item 2 that never follows 0: with count^1 negatives, 2 is
+    # pushed below 3 for query 0 (drawn far more often); with count^-1 it is 3 that is pushed.
+    users = [[0, 1], *([[2]] * 30), [3]]
+    data = _interactions(users)
+    config = SGNSConfig(dim=8, window=1, negatives=3, epochs=300, batch_size=1, lr=0.02)
+    scores = {}
+    for exponent in (1.0, -1.0):
+        item_in, item_out = train_dual(data, 4, replace(config, ns_exponent=exponent))
+        scores[exponent] = item_in[0] @ item_out.T
+    assert scores[1.0][2] < scores[1.0][3]
+    assert scores[-1.0][3] < scores[-1.0][2]
+
+
+def test_distance_power_weighs_near_followers_more() -> None:
+    # Every sequence is 0 1 2: 1 follows 0 at distance 1, 2 at distance 2. Alike weights learn
+    # the two equally; 1/d^4 makes 0 -> 1 the far stronger relation.
+    data = _interactions([[0, 1, 2]] * 40 + [[3, 4]] * 40)
+    config = SGNSConfig(dim=8, window=2, negatives=2, epochs=30, batch_size=16, ns_exponent=0.0)
+    item_in, item_out = train_dual(data, 5, replace(config, distance_power=4.0))
+    weighted = item_in[0] @ item_out.T
+    assert weighted[1] - weighted[2] > 1.0
+    item_in, item_out = train_dual(data, 5, config)
+    alike = item_in[0] @ item_out.T
+    assert abs(alike[1] - alike[2]) < weighted[1] - weighted[2]
+
+
+def test_pairs_know_their_distance() -> None:
+    heads, tails, steps = pairs_by_distance(_interactions([[1, 2, 3]]), window=2)
+    assert sorted(zip(heads.tolist(), tails.tolist(), steps.tolist(), strict=True)) == [
+        (1, 2, 1),
+        (1, 3, 2),
+        (2, 3, 1),
+    ]
