@@ -45,22 +45,28 @@ def parse_overrides(text: str) -> dict[str, Any]:
         kind = kinds[name]
         if kind == "bool":
             found[name] = value.lower() in {"1", "true", "yes"}
+        elif kind == "str":
+            found[name] = value
         else:
             found[name] = int(value) if kind == "int" else float(value)
     return found
 
 
-def validation_reference(split: Split, *, window: int = 3, k: int = 20) -> dict[str, float]:
-    """Co-occurrence (within `window`) and popularity on the validation pairs."""
+def validation_reference(
+    split: Split, *, windows: tuple[int, ...] = (1, 2, 3, 5), k: int = 20
+) -> dict[str, float]:
+    """Co-occurrence (within each of `windows`) and popularity on the validation pairs."""
     heads, tails = next_pairs(split.valid)
-    return {
-        f"cooccurrence_w{window}": next_item_recall(
-            cooccurrence_scorer(split.train, split.num_items, window), heads, tails, k
-        ).recall,
-        "popularity": next_item_recall(
-            popularity_scorer(split.train, split.num_items), heads, tails, k
-        ).recall,
+    found = {
+        f"cooccurrence_w{w}": next_item_recall(
+            cooccurrence_scorer(split.train, split.num_items, w), heads, tails, k
+        ).recall
+        for w in windows
     }
+    found["popularity"] = next_item_recall(
+        popularity_scorer(split.train, split.num_items), heads, tails, k
+    ).recall
+    return found
 
 
 def tune(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,8 +45,16 @@ def test_follow_pairs_stay_within_a_user() -> None:
     ]
 
 
-@pytest.mark.parametrize("lr_decay", [False, True])
-def test_sgns_learns_a_planted_asymmetric_relation(lr_decay: bool) -> None:
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        {"optimizer": "sparse_adam", "lr": 0.01},
+        {"optimizer": "sparse_adam", "lr": 0.01, "lr_decay": True},
+        {"optimizer": "sgd", "lr": 0.1, "lr_decay": True},
+    ],
+    ids=["sparse_adam", "lr_decay", "sgd"],
+)
+def test_sgns_learns_a_planted_asymmetric_relation(knobs: dict[str, Any]) -> None:
     # Item 2j is always followed by 2j+1 (a "refill" after its "printer"); pairs shuffled per user.
     rng = np.random.default_rng(0)
     num_items = 40
@@ -57,7 +66,7 @@ def test_sgns_learns_a_planted_asymmetric_relation(lr_decay: bool) -> None:
     item_in, item_out = train_dual(
         data,
         num_items,
-        SGNSConfig(dim=16, window=1, negatives=5, epochs=20, batch_size=256, lr_decay=lr_decay),
+        replace(SGNSConfig(dim=16, window=1, negatives=5, epochs=20, batch_size=256), **knobs),
     )
     assert item_in.shape == item_out.shape == (num_items, 16)
     assert item_in.dtype == np.float32
@@ -132,6 +141,7 @@ def test_training_draws_negatives_from_the_configured_law() -> None:
     users = [[0, 1], *([[2]] * 30), [3]]
     data = _interactions(users)
     config = SGNSConfig(dim=8, window=1, negatives=3, epochs=300, batch_size=1, lr=0.02)
+    config = replace(config, optimizer="sparse_adam", lr_decay=False)
     scores = {}
     for exponent in (1.0, -1.0):
         item_in, item_out = train_dual(data, 4, replace(config, ns_exponent=exponent))
@@ -145,6 +155,7 @@ def test_distance_power_weighs_near_followers_more() -> None:
     # the two equally; 1/d^4 makes 0 -> 1 the far stronger relation.
     data = _interactions([[0, 1, 2]] * 40 + [[3, 4]] * 40)
     config = SGNSConfig(dim=8, window=2, negatives=2, epochs=30, batch_size=16, ns_exponent=0.0)
+    config = replace(config, optimizer="sparse_adam", lr=0.01, lr_decay=False, distance_power=0.0)
     item_in, item_out = train_dual(data, 5, replace(config, distance_power=4.0))
     weighted = item_in[0] @ item_out.T
     assert weighted[1] - weighted[2] > 1.0
@@ -160,3 +171,23 @@ def test_pairs_know_their_distance() -> None:
         (1, 3, 2),
         (2, 3, 1),
     ]
+
+
+def test_l2_shrinks_the_rows_it_touches_and_unknown_optimizers_are_refused() -> None:
+    data = _interactions([[0, 1, 2, 3]] * 30)
+    config = SGNSConfig(dim=8, window=1, epochs=30, batch_size=8, optimizer="sparse_adam", lr=0.01)
+    free = np.linalg.norm(train_dual(data, 4, config)[0], axis=1)
+    shrunk = np.linalg.norm(train_dual(data, 4, replace(config, l2=1.0))[0], axis=1)
+    assert np.all(shrunk[:3] < 0.1 * free[:3])
+    with pytest.raises(ValueError, match="optimizer"):
+        train_dual(data, 4, replace(config, optimizer="adagrad"))
+
+
+def test_sgd_stays_finite_when_an_item_recurs_hundreds_of_times_a_batch() -> None:
+    # 2,000 users over 50 items: each row is used ~400 times per batch of 4096 pairs; summed
+    # SGD at the default lr overflows to NaN without the cap on summed uses.
+    rng = np.random.default_rng(0)
+    data = _interactions([rng.integers(0, 50, size=25).tolist() for _ in range(2000)])
+    item_in, item_out = train_dual(data, 50, SGNSConfig(epochs=2))
+    assert np.all(np.isfinite(item_in)) and np.all(np.isfinite(item_out))
+    assert np.abs(item_in).max() < 100
