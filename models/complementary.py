@@ -144,7 +144,7 @@ def train_dual(
             if summed:
                 _cap_summed_uses(emb_in.weight, h)
                 _cap_summed_uses(emb_out.weight, torch.cat([t, neg.view(-1)]))
-            optimizer.step()  # type: ignore[no-untyped-call]
+            optimizer.step()
             schedule.step()
     return (
         emb_in.weight.detach().numpy().astype(np.float32),
