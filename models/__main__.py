@@ -226,12 +226,9 @@ def _bench_index(args: argparse.Namespace) -> int:
 
 
 def _tune_dual(args: argparse.Namespace) -> int:
-    import torch  # noqa: PLC0415
-
     from models.dual_tuning import configs_from, tune, validation_reference  # noqa: PLC0415
     from models.pipeline import split_dataset  # noqa: PLC0415
 
-    torch.set_num_threads(1)
     split = split_dataset(load_dataset(args.dataset, args.data_dir))
     configs = configs_from(args.config)
     reference = validation_reference(split)

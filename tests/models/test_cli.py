@@ -48,7 +48,7 @@ def test_python_dash_m_models_runs_and_reports_errors_in_one_line(tmp_path: Path
     assert done.stderr.count("\n") == 1
 
 
-@pytest.mark.parametrize("command", ["build", "evaluate", "synth", "bench-index"])
+@pytest.mark.parametrize("command", ["build", "evaluate", "synth", "bench-index", "tune-dual"])
 def test_every_command_has_help(command: str) -> None:
     done = _run(command, "--help")
     assert done.returncode == 0
@@ -110,6 +110,24 @@ def test_build_and_evaluate_from_a_synthetic_directory(synth_dir: Path, tmp_path
     assert set(strong) == {"all_positive"}  # every weight is 1: no ratings to call low
     assert set(strong["all_positive"]["models"]) == {"two_tower", "popularity", "itemknn", "ease"}
     assert strong["all_positive"]["held_out_users"] == 23  # 15% of 150, rounded half up
+
+
+def test_tune_dual_scores_each_config_on_validation_pairs(synth_dir: Path, tmp_path: Path) -> None:
+    data = ("--dataset", "generic", "--data-dir", str(synth_dir))
+    out = tmp_path / "tune.json"
+    configs = ("--config", "epochs=1,ns_exponent=0.5", "--config", "epochs=1,optimizer=sparse_adam")
+    done = _run("tune-dual", *data, *configs, "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "cooccurrence_w3 (validation reference)" in done.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["config"]["ns_exponent"], r["config"]["optimizer"]) for r in rows] == [
+        (0.5, "sgd"),
+        (0.25, "sparse_adam"),
+    ]
+    assert all(0.0 <= r["recall@20"] <= 1.0 for r in rows)
+    bad = _run("tune-dual", *data, "--config", "epoch=3")
+    assert bad.returncode == 2
+    assert bad.stderr.count("\n") == 1 and "bad SGNS override 'epoch=3'" in bad.stderr
 
 
 def test_existing_output_is_a_one_line_error(synth_dir: Path, tmp_path: Path) -> None:
