@@ -1,4 +1,4 @@
-"""`python -m models build|evaluate|synth|bench-index`: the command names are a contract."""
+"""`python -m models build|evaluate|synth|bench-index|compact`: the command names are a contract."""
 
 from __future__ import annotations
 
@@ -88,6 +88,17 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--index", choices=("hnsw", "ivf"), default="ivf")
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--json", type=Path, help="also write the figures as JSON")
+
+    compact = commands.add_parser(
+        "compact", help="fold the live catalog changes Redis holds for a bundle into a new one"
+    )
+    compact.add_argument("--bundle", type=Path, required=True, help="the bundle being served")
+    compact.add_argument("--redis-url", required=True, help="the service's DUET_REDIS_URL")
+    compact.add_argument("--out", type=Path, required=True, help="new bundle (must not exist)")
+    compact.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds allowed for each Redis call"
+    )
+    compact.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 
@@ -213,7 +224,23 @@ def _bench_index(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"build": _build, "evaluate": _evaluate, "synth": _synth, "bench-index": _bench_index}
+def _compact(args: argparse.Namespace) -> int:
+    from models.compact import compact, describe  # noqa: PLC0415
+
+    result = compact(
+        args.bundle, args.redis_url, args.out, timeout_s=args.timeout, progress=not args.no_progress
+    )
+    print("\n".join(describe(result, args.out)))
+    return 0
+
+
+COMMANDS = {
+    "build": _build,
+    "evaluate": _evaluate,
+    "synth": _synth,
+    "bench-index": _bench_index,
+    "compact": _compact,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

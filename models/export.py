@@ -241,7 +241,23 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_json(path: Path, value: Any) -> None:
+def file_entries(directory: Path) -> dict[str, dict[str, Any]]:
+    """The manifest's `files`: sha256 and size of every file in `directory`."""
+    return {
+        p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size}
+        for p in sorted(directory.iterdir())
+    }
+
+
+def bundle_version(dataset: str, now: datetime, files: dict[str, dict[str, Any]]) -> str:
+    """`<dataset>-<UTC time>-<8 hex of the files' checksums>`: a new version for new content."""
+    content = hashlib.sha256(
+        "".join(f"{k}:{v['sha256']}" for k, v in sorted(files.items())).encode()
+    ).hexdigest()
+    return f"{dataset}-{now:%Y%m%dT%H%M%SZ}-{content[:8]}"
+
+
+def write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
@@ -275,7 +291,7 @@ def write_bundle(
         catalog = write_catalog(tmp, dataset)
         if user_features is not None:
             np.save(tmp / "user_features.npy", user_features, allow_pickle=False)
-        _write_json(tmp / "popularity.json", _popularity(dataset, inputs.train_full))
+        write_json(tmp / "popularity.json", _popularity(dataset, inputs.train_full))
         if inputs.dual is not None:
             np.save(tmp / "item_in.npy", inputs.dual[0].astype(np.float32), allow_pickle=False)
             np.save(tmp / "item_out.npy", inputs.dual[1].astype(np.float32), allow_pickle=False)
@@ -283,13 +299,11 @@ def write_bundle(
             faiss.write_index(dual_index.index, str(tmp / DUAL_INDEX_FILE))
         for name, payload in (extra_files or {}).items():
             (tmp / name).write_bytes(payload)
-        files = {
-            p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in sorted(tmp.iterdir())
-        }
+        files = file_entries(tmp)
         manifest = _manifest(
             model, inputs, built, files=files, parity=parity, catalog=catalog, dual=dual_index
         )
-        _write_json(tmp / "manifest.json", manifest)
+        write_json(tmp / "manifest.json", manifest)
     return manifest
 
 
@@ -312,7 +326,7 @@ def build_dual_index(
     return build_index(out, np.asarray(item_in[sample], dtype=np.float32), spec, progress=progress)
 
 
-def _index_section(built: BuiltIndex, file: str) -> dict[str, Any]:
+def index_section(built: BuiltIndex, file: str) -> dict[str, Any]:
     return {
         "file": file,
         "type": built.kind,
@@ -335,7 +349,7 @@ def _dual_section(inputs: BundleInputs, built: BuiltIndex | None) -> dict[str, A
         "dtype": "float32",
         "method": "sgns",
         "params": inputs.dual_params or {},
-        "index": _index_section(built, DUAL_INDEX_FILE),
+        "index": index_section(built, DUAL_INDEX_FILE),
     }
 
 
@@ -353,9 +367,6 @@ def _manifest(
     dim = model.config.dim
     history_length = model.config.history_length
     now = datetime.now(UTC).replace(microsecond=0)
-    content = hashlib.sha256(
-        "".join(f"{k}:{v['sha256']}" for k, v in sorted(files.items())).encode()
-    ).hexdigest()
     user_inputs: list[dict[str, Any]] = [
         {"name": "user_idx", "dtype": "int64", "shape": ["batch"]},
         {"name": "history", "dtype": "int64", "shape": ["batch", history_length]},
@@ -369,7 +380,7 @@ def _manifest(
         )
     return {
         "format_version": FORMAT_VERSION,
-        "bundle_version": f"{dataset.name}-{now:%Y%m%dT%H%M%SZ}-{content[:8]}",
+        "bundle_version": bundle_version(dataset.name, now, files),
         "created_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "dataset": dataset.name,
         "embedding_dim": dim,
@@ -378,7 +389,7 @@ def _manifest(
         "num_items": dataset.num_items,
         "num_users": dataset.num_users,
         "catalog": catalog,
-        "index": _index_section(built, "items.faiss"),
+        "index": index_section(built, "items.faiss"),
         "user_tower": {
             "file": "user_tower.onnx",
             "inputs": user_inputs,
