@@ -245,7 +245,7 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from models.export import ExportError  # noqa: PLC0415
+    from models.bundle_files import ExportError  # noqa: PLC0415
 
     try:
         return COMMANDS[args.command](args)

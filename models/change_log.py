@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.export import ExportError
+from models.bundle_files import ExportError
 from service.catalog.changes import Change, ChangeLog
 from service.catalog.manifest import Manifest
 

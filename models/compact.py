@@ -27,11 +27,9 @@ from typing import Any
 import faiss
 import numpy as np
 
-from models.catalog_files import write_item_columns, write_strings
-from models.change_log import LogSlice, read_slice
-from models.complementary import UNLEARNT_BIAS
-from models.export import (
+from models.bundle_files import (
     DUAL_INDEX_FILE,
+    UNLEARNT_BIAS,
     ExportError,
     atomic_directory,
     build_dual_index,
@@ -41,6 +39,8 @@ from models.export import (
     verify_bundle,
     write_json,
 )
+from models.catalog_files import write_item_columns, write_strings
+from models.change_log import LogSlice, read_slice
 from models.index import IndexSpec, build_index, query_sample
 from service.catalog.bundle import Bundle, load_bundle
 from service.catalog.changes import MemoryChangeLog, RedisChangeLog

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 import torch
 from torch.nn import functional
 
+from models.bundle_files import UNLEARNT_BIAS
 from models.types import FloatArray, IntArray, Interactions
 
 COMPLEMENTARY_MAX_ITEMS = 200_000
@@ -88,11 +89,6 @@ def train_dual(
         emb_in.weight.detach().numpy().astype(np.float32),
         emb_out.weight.detach().numpy().astype(np.float32),
     )
-
-
-UNLEARNT_BIAS = -1e4
-"""OUT bias of an item never seen in training: it ranks after every learnt item (a basket of
-100 items scores within a few thousand of 0; float32 keeps 1e-3 steps at 1e4)."""
 
 
 def serving_tables(
