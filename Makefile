@@ -84,12 +84,14 @@ bench-miss: $(BUNDLE)/manifest.json redis
 	$(BIN)/python bench/miss_path.py --bundle $(BUNDLE)
 
 # Failure drills (issue 6): each starts its own Redis and service on loopback, exits 1 on a missed target.
-.PHONY: chaos chaos-cluster overload soak
+.PHONY: chaos chaos-cluster overload soak compaction
 chaos: $(BUNDLE)/manifest.json redis
 	$(BIN)/python loadtest/chaos_redis.py --bundle $(BUNDLE)
 chaos-cluster: $(BUNDLE)/manifest.json redis
 	$(BIN)/python loadtest/chaos_cluster.py --bundle $(BUNDLE)
 overload: $(BUNDLE)/manifest.json redis
 	$(BIN)/python loadtest/overload.py --bundle $(BUNDLE)
+compaction: $(BUNDLE)/manifest.json redis
+	$(BIN)/python loadtest/compaction.py --bundle $(BUNDLE)
 soak: $(BUNDLE)/manifest.json redis
 	$(BIN)/python loadtest/soak.py --bundle $(BUNDLE) --minutes $(SOAK_MINUTES)

@@ -1,5 +1,5 @@
-"""`python -m models build|evaluate|synth|bench-index|tune-dual`: the command names are a
-contract."""
+"""`python -m models build|evaluate|synth|bench-index|compact|tune-dual`: the command names
+are a contract."""
 
 from __future__ import annotations
 
@@ -89,6 +89,17 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--index", choices=("hnsw", "ivf"), default="ivf")
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--json", type=Path, help="also write the figures as JSON")
+
+    compact = commands.add_parser(
+        "compact", help="fold the live catalog changes Redis holds for a bundle into a new one"
+    )
+    compact.add_argument("--bundle", type=Path, required=True, help="the bundle being served")
+    compact.add_argument("--redis-url", required=True, help="the service's DUET_REDIS_URL")
+    compact.add_argument("--out", type=Path, required=True, help="new bundle (must not exist)")
+    compact.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds allowed for each Redis call"
+    )
+    compact.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     tune = commands.add_parser("tune-dual", help="SGNS configs by validation next-item R@20")
     tune.add_argument("--dataset", required=True, help=f"one of {', '.join(DATASETS)}")
@@ -253,18 +264,29 @@ def _tune_dual(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compact(args: argparse.Namespace) -> int:
+    from models.compact import compact, describe  # noqa: PLC0415
+
+    result = compact(
+        args.bundle, args.redis_url, args.out, timeout_s=args.timeout, progress=not args.no_progress
+    )
+    print("\n".join(describe(result, args.out)))
+    return 0
+
+
 COMMANDS = {
     "build": _build,
     "evaluate": _evaluate,
     "synth": _synth,
     "bench-index": _bench_index,
+    "compact": _compact,
     "tune-dual": _tune_dual,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from models.export import ExportError  # noqa: PLC0415
+    from models.bundle_files import ExportError  # noqa: PLC0415
 
     try:
         return COMMANDS[args.command](args)

@@ -60,24 +60,36 @@ def write_ids(directory: Path, name: str, ids: Sequence[str]) -> None:
     _save(directory / f"{name}.order.npy", order)
 
 
-def write_catalog(directory: Path, dataset: Dataset) -> dict[str, Any]:
-    """Every catalog column of `dataset`; returns the manifest's `catalog` section."""
-    items = dataset.items
-    vocab = sorted({genre for genres in items.genres for genre in genres})
+def write_item_columns(
+    directory: Path,
+    ids: Sequence[str],
+    titles: Sequence[str],
+    genres: Sequence[Sequence[str]],
+    years: Sequence[int] | np.ndarray,
+) -> dict[str, Any]:
+    """The item columns (ids, titles, genres, years); returns the `catalog` section."""
+    vocab = sorted({genre for row in genres for genre in row})
     if len(vocab) > np.iinfo(GENRE_CODE).max:
         raise ValueError(f"{len(vocab)} distinct genres: at most 65535 are supported")
     column = {genre: code for code, genre in enumerate(vocab)}
-    write_ids(directory, "item_ids", items.ids)
-    write_strings(directory, "item_titles", items.titles)
+    write_ids(directory, "item_ids", ids)
+    write_strings(directory, "item_titles", titles)
     codes = np.fromiter(
-        (column[g] for genres in items.genres for g in genres),
+        (column[g] for row in genres for g in row),
         dtype=GENRE_CODE,
-        count=sum(len(genres) for genres in items.genres),
+        count=sum(len(row) for row in genres),
     )
-    offsets = np.zeros(len(items) + 1, dtype=np.int64)
-    np.cumsum([len(genres) for genres in items.genres], out=offsets[1:])
+    offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+    np.cumsum([len(row) for row in genres], out=offsets[1:])
     _save(directory / "item_genres.npy", codes)
     _save(directory / "item_genres.offsets.npy", offsets)
-    _save(directory / "item_years.npy", np.asarray(items.years, dtype=np.int32))
-    write_ids(directory, "user_ids", dataset.user_ids)
+    _save(directory / "item_years.npy", np.asarray(years, dtype=np.int32))
     return {"genre_vocab": vocab}
+
+
+def write_catalog(directory: Path, dataset: Dataset) -> dict[str, Any]:
+    """Every catalog column of `dataset`; returns the manifest's `catalog` section."""
+    items = dataset.items
+    section = write_item_columns(directory, items.ids, items.titles, items.genres, items.years)
+    write_ids(directory, "user_ids", dataset.user_ids)
+    return section

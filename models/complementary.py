@@ -16,6 +16,7 @@ import scipy.sparse as sp
 import torch
 from torch.nn import functional
 
+from models.bundle_files import UNLEARNT_BIAS
 from models.types import FloatArray, IntArray, Interactions
 
 COMPLEMENTARY_MAX_ITEMS = 200_000
@@ -172,11 +173,6 @@ def _cap_summed_uses(table: torch.Tensor, rows: torch.Tensor) -> None:
     table.grad = torch.sparse_coo_tensor(
         grad.indices(), values, grad.shape, is_coalesced=True, check_invariants=False
     )
-
-
-UNLEARNT_BIAS = -1e4
-"""OUT bias of an item never seen in training: it ranks after every learnt item (a basket of
-100 items scores within a few thousand of 0; float32 keeps 1e-3 steps at 1e4)."""
 
 
 def serving_tables(

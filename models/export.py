@@ -6,15 +6,8 @@ when complete, so a failed build (parity, index, disk) never leaves a half bundl
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
-import os
-import shutil
-import tempfile
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +21,17 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from models.bundle_files import (
+    DUAL_INDEX_FILE,
+    ExportError,
+    atomic_directory,
+    build_dual_index,
+    bundle_version,
+    file_entries,
+    index_section,
+    verify_bundle,
+    write_json,
+)
 from models.catalog_files import write_catalog
 from models.features import ItemFeatures
 from models.index import BuiltIndex, IndexSpec, build_index, query_sample
@@ -39,11 +43,7 @@ OPSET = 17
 PARITY_TOLERANCE = 1e-5
 POPULARITY_SIZE = 1000
 EXTERNAL_DATA_BYTES = 1 << 20
-DUAL_INDEX_FILE = "complementary.faiss"
-
-
-class ExportError(Exception):
-    """The bundle could not be written; nothing was left at the destination."""
+__all__ = ["DUAL_INDEX_FILE", "BundleInputs", "ExportError", "verify_bundle", "write_bundle"]
 
 
 @dataclass(frozen=True)
@@ -182,14 +182,6 @@ def item_embeddings(
     return np.asarray(np.concatenate(parts), dtype=np.float32)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _popularity(dataset: Dataset, train_full: Interactions) -> list[dict[str, Any]]:
     counts = np.bincount(train_full.item, minlength=dataset.num_items)
     total = max(int(counts.sum()), 1)
@@ -208,41 +200,6 @@ def _user_features_matrix(dataset: Dataset) -> np.ndarray | None:
     matrix = np.zeros((dataset.num_users + 1, len(features.names)), dtype=np.int64)
     matrix[1:] = features.values
     return matrix
-
-
-@contextmanager
-def atomic_directory(out: Path) -> Iterator[Path]:
-    """Yield a temp dir next to `out`; rename it to `out` on success, delete it on failure."""
-    out = Path(out)
-    if out.exists():
-        raise ExportError(f"{out}: output directory already exists (refusing to overwrite)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        yield tmp
-        for path in tmp.iterdir():
-            with path.open("rb") as handle:
-                os.fsync(handle.fileno())
-        _fsync_dir(tmp)
-        if out.exists():
-            raise ExportError(f"{out}: output directory appeared during the build")
-        tmp.rename(out)
-        _fsync_dir(out.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def write_bundle(
@@ -275,7 +232,7 @@ def write_bundle(
         catalog = write_catalog(tmp, dataset)
         if user_features is not None:
             np.save(tmp / "user_features.npy", user_features, allow_pickle=False)
-        _write_json(tmp / "popularity.json", _popularity(dataset, inputs.train_full))
+        write_json(tmp / "popularity.json", _popularity(dataset, inputs.train_full))
         if inputs.dual is not None:
             np.save(tmp / "item_in.npy", inputs.dual[0].astype(np.float32), allow_pickle=False)
             np.save(tmp / "item_out.npy", inputs.dual[1].astype(np.float32), allow_pickle=False)
@@ -283,46 +240,12 @@ def write_bundle(
             faiss.write_index(dual_index.index, str(tmp / DUAL_INDEX_FILE))
         for name, payload in (extra_files or {}).items():
             (tmp / name).write_bytes(payload)
-        files = {
-            p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in sorted(tmp.iterdir())
-        }
+        files = file_entries(tmp)
         manifest = _manifest(
             model, inputs, built, files=files, parity=parity, catalog=catalog, dual=dual_index
         )
-        _write_json(tmp / "manifest.json", manifest)
+        write_json(tmp / "manifest.json", manifest)
     return manifest
-
-
-def build_dual_index(
-    item_in: np.ndarray,
-    item_out: np.ndarray,
-    spec: IndexSpec | None,
-    *,
-    queries: int = 1000,
-    progress: bool = False,
-) -> BuiltIndex:
-    """Index of the OUT vectors, queried with IN vectors ("what goes with this item"), chosen
-    like the main index (exact up to the threshold, ANN above) and tuned on a sample of IN rows
-    that have a vector, so the manifest's recall is the one a request sees."""
-    has = np.flatnonzero(np.any(item_in != 0, axis=1))
-    rows = has if len(has) else np.arange(len(item_in))
-    rng = np.random.default_rng(0)
-    sample = np.sort(rng.choice(rows, size=min(queries, len(rows)), replace=False))
-    out = np.ascontiguousarray(item_out, dtype=np.float32)
-    return build_index(out, np.asarray(item_in[sample], dtype=np.float32), spec, progress=progress)
-
-
-def _index_section(built: BuiltIndex, file: str) -> dict[str, Any]:
-    return {
-        "file": file,
-        "type": built.kind,
-        "params": built.params,
-        "ntotal": int(built.index.ntotal),
-        "recall_at_100": round(built.recall_at_100, 6),
-        "recall_at_10": round(built.recall_at_10, 6),
-        "latency_ms_per_query": round(built.latency_ms, 4),
-        "recall_queries": built.queries,
-    }
 
 
 def _dual_section(inputs: BundleInputs, built: BuiltIndex | None) -> dict[str, Any] | None:
@@ -335,7 +258,7 @@ def _dual_section(inputs: BundleInputs, built: BuiltIndex | None) -> dict[str, A
         "dtype": "float32",
         "method": "sgns",
         "params": inputs.dual_params or {},
-        "index": _index_section(built, DUAL_INDEX_FILE),
+        "index": index_section(built, DUAL_INDEX_FILE),
     }
 
 
@@ -353,9 +276,6 @@ def _manifest(
     dim = model.config.dim
     history_length = model.config.history_length
     now = datetime.now(UTC).replace(microsecond=0)
-    content = hashlib.sha256(
-        "".join(f"{k}:{v['sha256']}" for k, v in sorted(files.items())).encode()
-    ).hexdigest()
     user_inputs: list[dict[str, Any]] = [
         {"name": "user_idx", "dtype": "int64", "shape": ["batch"]},
         {"name": "history", "dtype": "int64", "shape": ["batch", history_length]},
@@ -369,7 +289,7 @@ def _manifest(
         )
     return {
         "format_version": FORMAT_VERSION,
-        "bundle_version": f"{dataset.name}-{now:%Y%m%dT%H%M%SZ}-{content[:8]}",
+        "bundle_version": bundle_version(dataset.name, now, files),
         "created_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "dataset": dataset.name,
         "embedding_dim": dim,
@@ -378,7 +298,7 @@ def _manifest(
         "num_items": dataset.num_items,
         "num_users": dataset.num_users,
         "catalog": catalog,
-        "index": _index_section(built, "items.faiss"),
+        "index": index_section(built, "items.faiss"),
         "user_tower": {
             "file": "user_tower.onnx",
             "inputs": user_inputs,
@@ -420,20 +340,3 @@ def _manifest(
         "training": {**inputs.training, "onnx_parity_max_abs_diff": parity},
         "metrics": inputs.metrics,
     }
-
-
-def verify_bundle(path: Path) -> dict[str, Any]:
-    """Check every file listed in the manifest (size and sha256); returns the manifest."""
-    path = Path(path)
-    manifest_path = path / "manifest.json"
-    try:
-        manifest: dict[str, Any] = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ExportError(f"{manifest_path}: unreadable manifest ({exc})") from exc
-    for name, entry in manifest["files"].items():
-        file = path / name
-        if not file.is_file():
-            raise ExportError(f"{file}: listed in the manifest but missing")
-        if file.stat().st_size != entry["bytes"] or _sha256(file) != entry["sha256"]:
-            raise ExportError(f"{file}: checksum mismatch")
-    return manifest

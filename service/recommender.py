@@ -283,7 +283,9 @@ class Recommender:
         started = time.perf_counter()
         degraded = False
         try:
-            state = await self.store.fetch(query.user_id, bundle.version)
+            state = await self.store.fetch(
+                query.user_id, bundle.version, change_log=bundle.manifest.change_log
+            )
         except StoreUnavailableError:
             state, degraded = EMPTY_STATE, True
             metrics.cache_counter(layer, "error").inc()
@@ -460,7 +462,9 @@ class Recommender:
         the store, nothing, and the fallback that says the exclusion could not be applied."""
         try:
             async with self._gate:
-                state = await self.store.fetch(user_id, bundle.version)
+                state = await self.store.fetch(
+                    user_id, bundle.version, change_log=bundle.manifest.change_log
+                )
         except StoreUnavailableError:
             metrics.cache_counter(self.store.backend, "error").inc()
             metrics.FALLBACKS.labels("store_unavailable").inc()

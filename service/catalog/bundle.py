@@ -96,6 +96,7 @@ def verify_files(root: Path, manifest: Manifest) -> None:
     if manifest.complementary is not None:
         dual = manifest.complementary
         required |= {dual.in_file, dual.out_file, dual.index.file}
+    required |= set(compacted_files(manifest))
     missing = sorted(required - manifest.files.keys())
     if missing:
         raise BundleError(f"manifest.files does not list {missing}")
@@ -137,10 +138,48 @@ def _read_index(root: Path, name: str) -> Any:
     return index
 
 
+def compacted_files(manifest: Manifest) -> list[str]:
+    """The optional files a compacted bundle's catalog section names."""
+    spec = manifest.catalog
+    names = [spec.tower_rows, spec.hidden]
+    if spec.attributes is not None:
+        names += [f"{spec.attributes}.npy", f"{spec.attributes}.offsets.npy"]
+    return [name for name in names if name is not None]
+
+
+def _tower_rows(root: Path, manifest: Manifest) -> npt.NDArray[np.int64] | None:
+    """Catalog row -> the towers' item row: identity (None) unless the bundle was compacted,
+    when rows were removed or added after training and `padding_idx` is the towers' count."""
+    name = manifest.catalog.tower_rows
+    if name is None:
+        if manifest.user_tower.padding_idx != manifest.num_items:
+            raise BundleError("user_tower.padding_idx must equal num_items")
+        return None
+    rows = _npy(root, name)
+    padding = manifest.user_tower.padding_idx
+    if rows.dtype != np.int64 or rows.shape != (manifest.num_items,):
+        raise BundleError(f"{name} must be int64 [num_items]")
+    if len(rows) and (int(rows.min()) < 0 or int(rows.max()) > padding):
+        raise BundleError(f"{name} holds rows outside the towers' [0, padding_idx]")
+    return rows
+
+
+def hidden_rows(root: Path, manifest: Manifest) -> npt.NDArray[np.int64]:
+    """Rows compacted while hidden: the loader tombstones them in the bundle's live delta."""
+    name = manifest.catalog.hidden
+    if name is None:
+        return np.zeros(0, dtype=np.int64)
+    rows = _npy(root, name)
+    if rows.dtype != np.int64 or rows.ndim != 1:
+        raise BundleError(f"{name} must be an int64 vector")
+    if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= manifest.num_items):
+        raise BundleError(f"{name} holds rows outside [0, num_items)")
+    return rows
+
+
 def _encoder(root: Path, manifest: Manifest) -> UserEncoder:
     tower = manifest.user_tower
-    if tower.padding_idx != manifest.num_items:
-        raise BundleError("user_tower.padding_idx must equal num_items")
+    tower_rows = _tower_rows(root, manifest)
     if tower.user_vocab_size != manifest.num_users + 1:
         raise BundleError("user_tower.user_vocab_size must equal num_users + 1")
     session = _session(root, tower.file, manifest.files.keys())
@@ -166,6 +205,7 @@ def _encoder(root: Path, manifest: Manifest) -> UserEncoder:
         dim=manifest.embedding_dim,
         output=str(tower.outputs[0]["name"]),
         user_features=features,
+        tower_rows=tower_rows,
     )
 
 
@@ -197,6 +237,9 @@ def load_bundle(path: Path, *, exact_max_rows: int = DEFAULT_EXACT_MAX_ROWS) -> 
     index = _index(root, manifest)
     item_tower = _session(root, manifest.item_tower.file, manifest.files.keys())
     check_signature(item_tower, manifest.item_tower.model_dump(), "item_tower")
+    live = LiveDelta(catalog.rows, manifest.embedding_dim)
+    for row in hidden_rows(root, manifest).tolist():  # a PATCH available=true shows them again
+        live.set_available(catalog.item_ids[row], False)
     return Bundle(
         version=manifest.bundle_version,
         path=root,
@@ -205,7 +248,7 @@ def load_bundle(path: Path, *, exact_max_rows: int = DEFAULT_EXACT_MAX_ROWS) -> 
         encoder=encoder,
         retriever=Retriever(index, embeddings, manifest.index.type, exact_max_rows=exact_max_rows),
         items=ItemEmbedder.for_manifest(item_tower, manifest),
-        live=LiveDelta(catalog.rows, manifest.embedding_dim),
+        live=live,
         complementary=_dual(root, manifest, exact_max_rows),
     )
 

@@ -55,6 +55,14 @@ class ChangeLog(ABC):
     async def item(self, bundle: str, item_id: str) -> dict[str, Any] | None:
         """The item as logged (None if never upserted or deleted)."""
 
+    @abstractmethod
+    async def head(self, bundle: str) -> tuple[str, int]:
+        """(last position, change count), read together: what a compaction folds in."""
+
+    @abstractmethod
+    async def logs(self) -> list[str]:
+        """The names (bundle versions) of every change log held, sorted."""
+
     async def close(self) -> None:
         return None
 
@@ -96,6 +104,13 @@ class MemoryChangeLog(ChangeLog):
 
     async def item(self, bundle: str, item_id: str) -> dict[str, Any] | None:
         return self._items.get(bundle, {}).get(item_id)
+
+    async def head(self, bundle: str) -> tuple[str, int]:
+        log = self._log.get(bundle, [])
+        return (log[-1].position if log else "0-0"), len(log)
+
+    async def logs(self) -> list[str]:
+        return sorted(name for name, log in self._log.items() if log)
 
 
 # KEYS[1] log, KEYS[2] counter, then one item hash key per change; ARGV: op, id, body triples.
@@ -166,6 +181,28 @@ class RedisChangeLog(ChangeLog):
     async def item(self, bundle: str, item_id: str) -> dict[str, Any] | None:
         value = await self._call(self._redis.hget(self._key(bundle, f"item:{item_id}"), "json"))
         return None if value is None else dict(json.loads(value))
+
+    async def head(self, bundle: str) -> tuple[str, int]:
+        async def both() -> Any:
+            async with self._redis.pipeline(transaction=True) as pipe:  # MULTI: one moment
+                pipe.xrevrange(self._key(bundle, "log"), count=1)
+                pipe.get(self._key(bundle, "ver"))
+                return await pipe.execute()
+
+        last, count = await self._call(both())
+        return (last[0][0].decode() if last else "0-0"), int(count or 0)
+
+    async def logs(self) -> list[str]:
+        """SCAN (each call bounded) for `duet:cat:{<bundle>}:log` streams: tools, not requests."""
+        names: set[str] = set()
+        cursor = 0
+        while True:
+            cursor, found = await self._call(
+                self._redis.scan(cursor, match="duet:cat:{*}:log", count=1_000, _type="STREAM")
+            )
+            names.update(key.decode()[len("duet:cat:{") : -len("}:log")] for key in found)
+            if not cursor:
+                return sorted(names)
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -4,7 +4,9 @@ Every change goes to the change log (Redis: one script, so a failure leaves noth
 raises StoreUnavailableError, a 503) before any worker applies it; this worker then catches up
 to the version the log returned, so the answer and the next request here already reflect it,
 and every other worker catches up on its next request (the version rides its store round trip).
-A change is logged for each distinct bundle version being served (the log is per version).
+A change is logged once per distinct change log being served (`Manifest.change_log`: a
+bundle's own version, or the log a compacted bundle continues), so a bundle and the one
+compacted from it, served side by side, read one ordered log and apply each change once.
 
 `held` says what one bundle serves for an id: the live item, the bundle's row, or nothing.
 """
@@ -57,7 +59,8 @@ def held(bundle: Bundle, item_id: str) -> HeldItem | None:
         return None
     _, title, genres = bundle.catalog.describe(row)
     year = int(bundle.catalog.years[row]) or None
-    return HeldItem(item_id, title, genres, year, "bundle", available)
+    attributes = bundle.catalog.attributes(row)
+    return HeldItem(item_id, title, genres, year, "bundle", available, attributes)
 
 
 def _distinct(bundles: Sequence[Bundle]) -> list[Bundle]:
@@ -79,10 +82,12 @@ class CatalogEditor:
                 await sync.catch_up(version)
 
     async def _log(self, bundles: Sequence[Bundle], changes: Sequence[Change]) -> dict[str, int]:
-        versions: dict[str, int] = {}
+        logged: dict[str, int] = {}
         for bundle in bundles:
-            if bundle.version not in versions:
-                versions[bundle.version] = await self._feeds.changes.append(bundle.version, changes)
+            name = bundle.manifest.change_log
+            if name not in logged:
+                logged[name] = await self._feeds.changes.append(name, changes)
+        versions = {bundle.version: logged[bundle.manifest.change_log] for bundle in bundles}
         for bundle in bundles:
             sync = self._feeds.sync(bundle)
             if sync is not None:

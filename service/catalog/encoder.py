@@ -60,8 +60,21 @@ def check_signature(session: ort.InferenceSession, spec: Mapping[str, Any], what
                     raise BundleError(f"{what} {d['name']}: shape {arg.shape} vs {d['shape']}")
 
 
+def _towers(
+    tower_rows: npt.NDArray[np.int64], rows: Sequence[int], padding: int
+) -> npt.NDArray[np.int64]:
+    """Catalog rows as the towers' item rows, those the towers never learnt dropped."""
+    mapped = tower_rows[np.asarray(rows, dtype=np.int64)]
+    result: npt.NDArray[np.int64] = mapped[mapped != padding]
+    return result
+
+
 class UserEncoder:
-    """(user_idx, history rows) -> L2-normalised user embedding."""
+    """(user_idx, history rows) -> L2-normalised user embedding.
+
+    `tower_rows` (compacted bundles) maps catalog rows to the towers' item rows; rows the towers
+    never learnt (items added live, then compacted) map to `padding_idx` and are dropped, as the
+    live path drops ids the bundle does not know."""
 
     def __init__(
         self,
@@ -72,8 +85,10 @@ class UserEncoder:
         dim: int,
         output: str,
         user_features: npt.NDArray[np.int64] | None = None,
+        tower_rows: npt.NDArray[np.int64] | None = None,
     ) -> None:
         self._session = session
+        self._tower_rows = tower_rows
         self.history_length = history_length
         self._padding = padding_idx
         self.dim = dim
@@ -86,9 +101,11 @@ class UserEncoder:
         batch = len(user_idx)
         length = self.history_length
         history = np.full((batch, length), self._padding, dtype=np.int64)
+        tower_rows = self._tower_rows
         for row, rows in enumerate(histories):
-            recent = rows[-length:]
-            if recent:
+            known = rows if tower_rows is None else _towers(tower_rows, rows, self._padding)
+            recent = known[-length:]
+            if len(recent):
                 history[row, length - len(recent) :] = recent
         users = np.asarray(user_idx, dtype=np.int64)
         feeds: dict[str, npt.NDArray[np.int64]] = {"user_idx": users, "history": history}

@@ -58,9 +58,14 @@ class LiveFeeds:
         for bundle in bundles:
             if self.sync(bundle) is not None:
                 continue
+            start = bundle.manifest.compacted_from
+            after, version = ("0-0", 0)
+            if start is not None and self.shared:  # an in-process log starts empty
+                after, version = start.position, start.catalog_version
             sync = LiveSync(
-                bundle.version, bundle.live, bundle.items, self.changes, block_ms=self._block_ms
-            )
+                bundle.manifest.change_log, bundle.live, bundle.items, self.changes,
+                block_ms=self._block_ms, after=after, version=version,
+            )  # fmt: skip
             try:
                 await sync.replay()
             except StoreUnavailableError as exc:
@@ -74,8 +79,9 @@ class LiveFeeds:
         keep = {id(b) for b in serving}
         for key in [k for k in self._syncs if k not in keep]:
             bundle, sync = self._syncs.pop(key)
-            if all(b.version != bundle.version for b, _ in self._syncs.values()):
-                self._reads.pop(bundle.version, None)
+            name = bundle.manifest.change_log
+            if all(b.manifest.change_log != name for b, _ in self._syncs.values()):
+                self._reads.pop(name, None)
             await sync.stop()
 
     async def version(self, bundle: Bundle) -> int | None:
@@ -83,15 +89,16 @@ class LiveFeeds:
         nothing else writes the log (in-process) or Redis did not answer in time."""
         if not self.shared:
             return None
-        reads = self._reads.get(bundle.version)
+        name = bundle.manifest.change_log  # one counter per log: a lineage's bundles share it
+        reads = self._reads.get(name)
         if reads is None:
-            reads = self._reads[bundle.version] = NextFlight(lambda: self._read(bundle.version))
+            reads = self._reads[name] = NextFlight(lambda: self._read(name))
         return await reads.get()
 
-    async def _read(self, bundle_version: str) -> int | None:
+    async def _read(self, change_log: str) -> int | None:
         try:
             async with asyncio.timeout(self._request_timeout):
-                return await self.changes.version(bundle_version)
+                return await self.changes.version(change_log)
         except (StoreUnavailableError, TimeoutError):
             return None
 

@@ -73,7 +73,7 @@ class ItemEmbedder:
             year_std=spec.year_std,
             title_hash_buckets=spec.title_hash_buckets,
             title_max_tokens=spec.title_max_tokens,
-            unknown_item_idx=manifest.num_items,
+            unknown_item_idx=manifest.user_tower.padding_idx,  # num_items unless compacted
         )
 
     def unknown_genres(self, item: LiveItem) -> list[str]:

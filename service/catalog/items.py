@@ -6,6 +6,7 @@ names sit in a small LRU (`describe`), since popular items come back in most pag
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -95,9 +96,17 @@ class Catalog:
     popularity_scores: npt.NDArray[np.float32]
     masks: FilterMasks
     describe: Callable[[int], ItemFacts] = field(repr=False)
+    attribute_column: StringColumn | None = None
+    """Compacted bundles: each row's attributes as JSON ("" = none)."""
 
     def __len__(self) -> int:
         return len(self.item_ids)
+
+    def attributes(self, row: int) -> dict[str, object]:
+        """The row's attributes (items added live keep theirs through a compaction)."""
+        raw = self.attribute_column[row] if self.attribute_column is not None else ""
+        value = json.loads(raw) if raw else {}
+        return dict(value) if isinstance(value, dict) else {}
 
 
 def load_catalog(root: Path, manifest: Manifest, npy: Callable[[str], Any]) -> Catalog:
@@ -129,6 +138,12 @@ def load_catalog(root: Path, manifest: Manifest, npy: Callable[[str], Any]) -> C
     for array in (pop_rows, pop_scores):
         array.flags.writeable = False
 
+    attributes = None
+    if (name := manifest.catalog.attributes) is not None:
+        attributes = StringColumn(npy(f"{name}.npy"), npy(f"{name}.offsets.npy"), name)
+        if len(attributes) != n:
+            raise BundleError(f"{name} does not hold {n} items")
+
     @lru_cache(maxsize=DESCRIBE_CACHE)
     def describe(row: int) -> ItemFacts:
         return item_ids[row], titles[row], genres[row]
@@ -144,4 +159,5 @@ def load_catalog(root: Path, manifest: Manifest, npy: Callable[[str], Any]) -> C
         popularity_scores=pop_scores,
         masks=FilterMasks.from_columns(genres, years),
         describe=describe,
+        attribute_column=attributes,
     )

@@ -165,6 +165,10 @@ class LiveDelta:
     def hidden(self, item_id: str) -> bool:
         return item_id in self._hidden
 
+    def live_items(self) -> list[LiveItem]:
+        """Every live item, in the order first upserted (what a compaction appends)."""
+        return list(self._items.values())
+
     def vector(self, item_id: str) -> Vector | None:
         """The live item's embedding (a view; None if `item_id` is not live)."""
         slot = self._slots.get(item_id)

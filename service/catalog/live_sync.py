@@ -4,6 +4,11 @@ On start it replays the bundle's log; while running a task tails it (blocking re
 timeout, retried after a pause on failure). `catch_up(version)` is the consistency hook: the
 recommend path passes the catalog version it read, and a worker behind it applies the log up
 to that version before answering, so a DELETE that returned 2xx is seen by the next request.
+
+The log is named by `Manifest.change_log`: a compacted bundle follows the log of the bundle it
+was compacted from, starting after the position the compaction folded in (`after`, with the
+change count there as `version`), so changes made while it compacted, or while both bundles are
+served, are applied once and in order (docs/live-catalog.md, "Compaction").
 """
 
 from __future__ import annotations
@@ -37,21 +42,22 @@ def live_item(item_id: str, body: dict[str, object]) -> LiveItem:
 class LiveSync:
     def __init__(
         self,
-        bundle_version: str,
+        log_name: str,
         delta: LiveDelta,
         embedder: ItemEmbedder,
         changes: ChangeLog,
         *,
         block_ms: int = 1_000,
         after: str = "0-0",
+        version: int = 0,
     ) -> None:
-        self.bundle_version = bundle_version
+        self.log_name = log_name
         self.delta = delta
         self._embedder = embedder
         self._log = changes
         self._block_ms = block_ms
         self.position = after
-        self.version = 0  # changes applied
+        self.version = version  # the log's change count up to `position`
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -73,9 +79,9 @@ class LiveSync:
     async def _pull(self, block_ms: int | None) -> int:
         """Read past our position (a blocking read holds no lock), apply what is still new."""
         if block_ms is not None:
-            await self._log.read(self.bundle_version, self.position, count=1, block_ms=block_ms)
+            await self._log.read(self.log_name, self.position, count=1, block_ms=block_ms)
         async with self._lock:
-            changes = await self._log.read(self.bundle_version, self.position)
+            changes = await self._log.read(self.log_name, self.position)
             self.apply(changes)
             return len(changes)
 

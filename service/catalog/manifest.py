@@ -34,6 +34,13 @@ class IndexSpec(_Strict):
 
 class CatalogSpec(_Strict):
     genre_vocab: list[str] = Field(max_length=65_535)
+    # written by `models compact` (docs/bundle-format.md, "Compacted bundles"): file names
+    tower_rows: str | None = None
+    """int64 [num_items]: each row's item-id row in the towers (`padding_idx` = none)."""
+    hidden: str | None = None
+    """int64 rows hidden (available=false) when compacted: served as live tombstones."""
+    attributes: str | None = None
+    """A string column of each row's attributes as a JSON object ("" = none)."""
 
 
 class UserTowerSpec(_Strict):
@@ -70,6 +77,22 @@ class ComplementarySpec(_Strict):
     index: IndexSpec
 
 
+LOG_POSITION = r"^[0-9]{1,20}-[0-9]{1,20}$"
+
+
+class CompactedFrom(_Strict):
+    """Where a compacted bundle came from, and where its live catalog resumes."""
+
+    bundle_version: str = Field(pattern=VERSION_PATTERN)
+    change_log: str = Field(pattern=VERSION_PATTERN)
+    """The change log this bundle continues (its lineage's first bundle version)."""
+    position: str = Field(pattern=LOG_POSITION)
+    """Last stream entry folded in: the service replays the log after it."""
+    catalog_version: int = Field(ge=0)
+    """The log's change count at `position`."""
+    changes_folded: int = Field(ge=0)
+
+
 class Manifest(_Strict):
     format_version: Literal[2]
     bundle_version: str = Field(pattern=VERSION_PATTERN)
@@ -86,7 +109,14 @@ class Manifest(_Strict):
     item_tower: ItemTowerSpec
     files: dict[str, FileEntry]
     complementary: ComplementarySpec | None = None
+    compacted_from: CompactedFrom | None = None
     # provenance, shown by /admin/bundles but never acted on: free-form inside
     training_data: dict[str, Any]
     training: dict[str, Any]
     metrics: dict[str, Any]
+
+    @property
+    def change_log(self) -> str:
+        """The name of the live-catalog log this bundle follows: its own version, or the one
+        its compaction continues, so every bundle of a lineage shares one ordered log."""
+        return self.compacted_from.change_log if self.compacted_from else self.bundle_version

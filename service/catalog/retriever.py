@@ -180,8 +180,14 @@ class Retriever:
             candidates = np.flatnonzero(keep)
             return _top(candidates, scores[candidates], want)
         candidates = allowed.rows()
-        if len(excluded):
+        if len(excluded) > PLAIN_MAX_EXCLUDED:
             candidates = candidates[~np.isin(candidates, excluded, assume_unique=True)]
+        elif len(excluded):
+            # A few exclusions: over-fetch and drop them, instead of an O(allowed) isin pass.
+            found, found_scores = self._scan(query, candidates, want + len(excluded))
+            refused = set(excluded.tolist())
+            kept = [(r, s) for r, s in zip(found, found_scores, strict=True) if r not in refused]
+            return [r for r, _ in kept[:want]], [s for _, s in kept[:want]]
         return self._scan(query, candidates, want)
 
     def _scan(self, query: Vector, candidates: npt.NDArray[np.int64], want: int) -> Ranked:

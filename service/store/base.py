@@ -68,8 +68,11 @@ class Store(ABC):
     """False until the backend first answered (Redis unreachable since start: not ready)."""
 
     @abstractmethod
-    async def fetch(self, user_id: str, bundle_version: str) -> UserState:
-        """History, its version and the embedding cached for `bundle_version`, in one trip."""
+    async def fetch(
+        self, user_id: str, bundle_version: str, *, change_log: str | None = None
+    ) -> UserState:
+        """History, its version and the embedding cached for `bundle_version`, in one trip;
+        with the counter of the catalog `change_log` (default: `bundle_version`'s) too."""
 
     @abstractmethod
     async def cache_embeddings(self, writes: Sequence[EmbeddingWrite]) -> None:

@@ -37,7 +37,9 @@ class MemoryStore(Store):
         self._seen: dict[str, OrderedDict[str, None]] = {}
         self._embeddings: OrderedDict[tuple[str, str], tuple[float, bytes]] = OrderedDict()
 
-    async def fetch(self, user_id: str, bundle_version: str) -> UserState:
+    async def fetch(
+        self, user_id: str, bundle_version: str, *, change_log: str | None = None
+    ) -> UserState:
         entry = self._users.get(user_id)
         history, version = (tuple(entry[0]), entry[1]) if entry else ((), 0)
         cached = self._embeddings.get((bundle_version, user_id))

@@ -177,16 +177,18 @@ class RedisStore(Store):
         self.reached = True
         return result
 
-    async def _read_user(self, user_id: str, bundle_version: str) -> Any:
+    async def _read_user(self, user_id: str, bundle_version: str, change_log: str) -> Any:
         user_keys: tuple[str, ...] = (
             keys.hist(user_id), keys.ver(user_id), keys.emb(bundle_version, user_id),
             keys.seen(user_id),
         )  # fmt: skip
         if not isinstance(self._redis, RedisCluster):  # same slot only on one node
-            user_keys += (keys.catalog_version(bundle_version),)
+            user_keys += (keys.catalog_version(change_log),)
         return await self._fetch(self._redis, user_keys, [-self._history_length])
 
-    async def fetch(self, user_id: str, bundle_version: str) -> UserState:
+    async def fetch(
+        self, user_id: str, bundle_version: str, *, change_log: str | None = None
+    ) -> UserState:
         listener = self._listener
         seq = 0
         if listener is not None:
@@ -197,7 +199,8 @@ class RedisStore(Store):
                     return local
             seq = listener.seq
         raw_history, raw_version, raw_embedding, raw_seen, raw_catalog = await self._call(
-            lambda: self._read_user(user_id, bundle_version), "history fetch"
+            lambda: self._read_user(user_id, bundle_version, change_log or bundle_version),
+            "history fetch",
         )
         version = int(raw_version) if raw_version is not None else 0
         state = UserState(

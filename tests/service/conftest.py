@@ -1,14 +1,12 @@
-"""Session fixtures: one tiny real bundle (built by `models`), one real Redis, one real Redis
-Cluster (3 masters + 3 replicas, started on first use); per-test apps.
+"""Service fixtures: one real Redis Cluster (3 masters + 3 replicas, started on first use) and
+per-test apps; the tiny bundle and the single Redis are in tests/conftest.py (models uses them).
 
-The bundle is trained on a few hundred synthetic users and items in a few seconds; tests that
-corrupt bundles work on copies. Tests talk to the app through httpx's ASGI transport with the
-real lifespan, and to `redis-server`s this session starts on free ports.
+Tests talk to the app through httpx's ASGI transport with the real lifespan, and to
+`redis-server`s this session starts on free ports.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,44 +19,9 @@ from fastapi import FastAPI
 from loadtest.redis_cluster import LocalCluster
 from service.app import create_app
 from service.settings import Settings
-from tests.service.redis_server import RedisServer, free_port
+from tests.conftest import NUM_ITEMS, NUM_USERS
 
-NUM_USERS, NUM_ITEMS = 300, 400
-
-
-@pytest.fixture(scope="session")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from models.datasets import synthesize
-    from models.pipeline import build
-    from models.train import TrainConfig
-
-    out = tmp_path_factory.mktemp("bundles") / "tiny"
-    dataset = synthesize(NUM_USERS, NUM_ITEMS, seed=0)
-    build(dataset, out, config=TrainConfig.tiny(max_epochs=1), with_baselines=False, progress=False)
-    return out
-
-
-@pytest.fixture
-def bundle_copy(bundle_dir: Path, tmp_path: Path) -> Path:
-    """A private copy to corrupt."""
-    copy = tmp_path / "bundle"
-    shutil.copytree(bundle_dir, copy)
-    return copy
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer(free_port()).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    """The session Redis, emptied for this test."""
-    with redis_server.client() as client:
-        client.flushall()
-    return redis_server.url
+__all__ = ["NUM_ITEMS", "NUM_USERS", "serve"]
 
 
 @pytest.fixture(scope="session")

@@ -141,6 +141,28 @@ def test_the_exact_plan_serves_selective_filters_exactly(
     assert np.allclose(scores, embeddings[rows] @ query, atol=1e-5)
 
 
+@pytest.mark.parametrize("many", [False, True])
+def test_the_exact_plan_drops_excluded_top_rows_and_still_fills_k(many: bool) -> None:
+    """Few exclusions are over-fetched and dropped, many are removed first: the same answer."""
+    size = 3_000
+    vectors = np.random.default_rng(1).normal(size=(size, DIM)).astype(np.float32)
+    index = faiss.IndexFlatIP(DIM)
+    index.add(vectors)
+    retriever = Retriever(index, vectors, "flat_ip", exact_max_rows=size // 2)
+    allowed = np.zeros(size, dtype=np.bool_)
+    allowed[::5] = True  # 600 rows: scanned by row (under a quarter of the catalog)
+    query = vectors[9]
+    qualifying = set(np.flatnonzero(allowed).tolist())
+    top = _exact(vectors, query, qualifying, 15)
+    excluded = set(top[:5])
+    if many:  # past PLAIN_MAX_EXCLUDED allowed rows, none of them in the expected answer
+        excluded |= set(_exact(vectors, query, qualifying, 600)[15 : 16 + PLAIN_MAX_EXCLUDED])
+    assert (len(excluded) > PLAIN_MAX_EXCLUDED) == many
+    rows, scores = retriever.search(query, 10, excluded=excluded, allowed=_allowed(allowed))
+    assert rows == top[5:15]
+    assert np.allclose(scores, vectors[rows] @ query, atol=1e-5)
+
+
 def test_a_broad_filter_over_ann_keeps_most_of_the_exact_answer(
     embeddings: npt.NDArray[np.float32],
 ) -> None:
