@@ -28,6 +28,7 @@ from service.api import ROUTERS, openapi
 from service.api.fastlane import FastLane
 from service.api.middleware import ServingMiddleware
 from service.api.responses import error_response
+from service.api.routing import allow_every_method_of_a_path
 from service.api.shedding import SHEDDER_STATE, Shedder
 from service.arms import ArmTable
 from service.broadcast import ReloadFanout
@@ -156,6 +157,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     for router in ROUTERS:
         app.include_router(router)
+    allow_every_method_of_a_path(app, ROUTERS)
     openapi.install(app)
     app.add_exception_handler(DuetError, _duet_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]

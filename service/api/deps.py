@@ -64,7 +64,7 @@ ARM_HEADER_OPENAPI: dict[str, Any] = {
             "name": ARM_HEADER,
             "in": "header",
             "required": False,
-            "schema": {"type": "string", "maxLength": ARM_HEADER_MAX},
+            "schema": {"type": "string", "minLength": 1, "maxLength": ARM_HEADER_MAX},
             "description": "QA: serve this arm; honoured only when the experiment allows it.",
         }
     ]

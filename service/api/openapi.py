@@ -30,6 +30,7 @@ from service.api.deps import ARM_HEADER
 from service.api.schemas import RATING_SCALE
 
 RETRIEVE_QUERIES = ("item_id", "items", "embedding", "history")
+BY_ITEMS = ("item_id", "items")
 
 
 def install(app: FastAPI) -> None:
@@ -112,8 +113,12 @@ def under_root(root: Path) -> str:
 
 
 def _only(name: str) -> dict[str, Any]:
-    """`name` given (not null), the other queries absent or null."""
-    others = {other: {"type": "null"} for other in RETRIEVE_QUERIES if other != name}
+    """`name` given (not null), the other queries absent or null; `user_id` and the
+    complementary relation only with `item_id` or `items`."""
+    others: dict[str, Any] = {o: {"type": "null"} for o in RETRIEVE_QUERIES if o != name}
+    if name not in BY_ITEMS:
+        others["user_id"] = {"type": "null"}
+        others["relation"] = {"const": "similar"}
     return {"required": [name], "properties": {name: {"not": {"type": "null"}}, **others}}
 
 

@@ -88,3 +88,15 @@ async def test_oversize_bodies_are_413(bundle_dir: Path) -> None:
 
         streamed = await client.post("/v1/recommend", content=chunks(), headers=JSON)
         assert streamed.status_code == 413
+
+
+async def test_a_method_a_path_lacks_is_405_naming_every_method_it_has(
+    client: httpx.AsyncClient,
+) -> None:
+    """/admin/items/{id} is three routes (GET, PATCH, DELETE): `Allow` names all three."""
+    response = await client.request("OPTIONS", "/admin/items/some-item")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "DELETE, GET, PATCH"
+    assert response.json() == {"detail": "Method Not Allowed"}
+    single = await client.request("PUT", "/v1/recommend")  # one route: Starlette's own answer
+    assert single.status_code == 405 and single.headers["allow"] == "POST"
