@@ -10,6 +10,7 @@ catalog and the loss is the exact full softmax.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -108,10 +109,16 @@ def sample_users(interactions: Interactions, count: int, *, seed: int) -> Intera
     )
 
 
+def thread_count(threads: int) -> int:
+    """`threads`, capped by OMP_NUM_THREADS when it is set (a shared machine's budget)."""
+    cap = os.environ.get("OMP_NUM_THREADS", "")
+    return max(1, min(threads, int(cap))) if cap.isdigit() and int(cap) > 0 else threads
+
+
 def seed_everything(seed: int, threads: int = 2) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
-    torch.set_num_threads(threads)
+    torch.set_num_threads(thread_count(threads))
     torch.use_deterministic_algorithms(True)
 
 
