@@ -10,6 +10,11 @@ is fitted after training, by regression onto the trained items' own embeddings (
 seeded minibatch Adam, its own tables; nothing else moves), and the tower sends the unknown-item
 row through it in eval mode: the exported graph keeps its inputs and output, and no trained
 item's embedding changes.
+
+Items are drawn for the regression with probability proportional to the square root of their
+training count. An item seen once has an embedding the training barely moved, and a user meets
+items in proportion to their interactions: on ml-latest-small's cold table this took the
+content-only Recall@20 from 0.031 (uniform draws) to 0.047 (docs/live-catalog.md).
 """
 
 from __future__ import annotations
@@ -52,19 +57,22 @@ class ColdHead(nn.Module):
 def fit_cold_head(
     model: TwoTower,
     features: ItemFeatures,
-    trained: npt.NDArray[np.bool_],
+    counts: npt.NDArray[np.int64],
     *,
     steps: int = COLD_HEAD_STEPS,
     batch_size: int = COLD_HEAD_BATCH,
     seed: int = 0,
 ) -> float:
-    """Fit `model.item.cold` so that its output points where the embeddings of the `trained`
-    items (those with a training interaction) point; returns the final mean cosine on them.
-    Afterwards the tower serves the unknown-item row through it (`cold_fitted`)."""
+    """Fit `model.item.cold` so that its output points where the embeddings of the items with
+    training interactions (`counts` per item row) point, each drawn with probability
+    proportional to sqrt(count); returns the final mean cosine over them. Afterwards the tower
+    serves the unknown-item row through it (`cold_fitted`)."""
     tower = model.item
-    rows = np.flatnonzero(trained[: features.num_items])
+    counts = np.asarray(counts[: features.num_items], dtype=np.float64)
+    rows = np.flatnonzero(counts > 0)
     if steps <= 0 or rows.size == 0:
         return float("nan")
+    cdf = torch.from_numpy(np.cumsum(np.sqrt(counts[rows])))
     genres = torch.from_numpy(features.genres)
     year = torch.from_numpy(features.year)
     title = torch.from_numpy(features.title_tokens)
@@ -83,7 +91,8 @@ def fit_cold_head(
     generator = torch.Generator().manual_seed(seed)
     head.train()
     for _ in range(steps):
-        pick = torch.randint(len(index), (min(batch_size, len(index)),), generator=generator)
+        drawn = torch.rand(batch_size, generator=generator, dtype=torch.float64) * cdf[-1]
+        pick = torch.searchsorted(cdf, drawn, right=True).clamp(max=len(index) - 1)
         part = index[pick]
         out = head(genres[part], year[part], title[part])
         loss = 1.0 - F.cosine_similarity(out, targets[pick], dim=-1).mean()

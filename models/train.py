@@ -422,11 +422,10 @@ class Trainer:
         if self.config.refit:
             model, _, _, _ = self._fit(split.train_full, best_epoch, validate=False)
             fitted_on = split.train_full
-        trained = np.bincount(fitted_on.item, minlength=self.num_items) > 0
         cold_cosine = fit_cold_head(
             model,
             self.item_features,
-            trained,
+            np.bincount(fitted_on.item, minlength=self.num_items),
             steps=self.config.cold_head_steps,
             seed=self.config.seed,
         )
