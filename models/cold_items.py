@@ -18,7 +18,9 @@ The protocol (docs/live-catalog.md, "Cold-start items, measured"):
   upper reference has never seen the targets either.
 
 Rows:
-- `two_tower_content_only`: the cold model, held-out items content-only (above).
+- `two_tower_content_only`: the cold model, held-out items content-only (above), as served.
+- `two_tower_unknown_row`: the same model without its cold head (models/cold_head.py): the
+  unknown row plus the content part, which is what the tower served before the cold head.
 - `random`: every order of the candidates equally likely, the expectation computed exactly:
   a candidate lands in the top k' = min(k, C) of C candidates with probability k'/C.
 - `popularity_known_count`: every item by its `train_full` count, a held-out item by the count
@@ -263,12 +265,16 @@ def evaluate_cold_items(
         items = item_embeddings(warm.model, warm.item_features)
         users = _user_vectors(warm.model, dataset, split, config, prot.history)
         rows["two_tower_id_trained"] = _ranked(_dot_scorer(users, items), prot, num_items)
-    reference = rows["popularity_known_count"][f"recall@{K}"]
-    content = rows["two_tower_content_only"][f"recall@{K}"]
+    ratio = {
+        column: rows["two_tower_content_only"][column] / rows["popularity_known_count"][column]
+        for column in (f"recall@{K}", f"test_recall@{K}")
+        if rows["popularity_known_count"][column] > 0
+    }
     return {
         "fraction": fraction,
         "seed": config.seed,
         "items": num_items,
+        "eligible_items": int((np.bincount(split.train_full.item, minlength=num_items) > 0).sum()),
         "held_out_items": int(held.sum()),
         "users": int(np.unique(prot.targets.user).size),
         "targets": _distinct(prot.targets, num_items),
@@ -283,7 +289,7 @@ def evaluate_cold_items(
             "cold_head_cosine": cold.cold_head_cosine,
         },
         "models": rows,
-        "content_only_over_popularity_known_count": content / reference if reference else None,
+        "content_only_over_popularity_known_count": ratio,
         "train_seconds": round(trained - started, 2),
         "seconds": round(time.perf_counter() - started, 2),
     }
@@ -300,7 +306,8 @@ def render_cold_table(table: dict[str, Any]) -> str:
     width = max(len(name) for name in [*rows, "placement"]) + 2
     lines = [
         f"cold-start items: {table['held_out_items']} of {table['items']} items held out "
-        f"(seed {table['seed']}); {table['users']} users, {table['targets']} targets; "
+        f"({table['fraction']:.0%} of the {table['eligible_items']} with a training interaction, "
+        f"seed {table['seed']}); {table['users']} users, {table['targets']} targets; "
         f"test period {table['test_period_users']} users, {table['test_period_targets']} targets",
         "placement".ljust(width) + "".join(c.rjust(15) for c in columns),
     ]
@@ -308,7 +315,6 @@ def render_cold_table(table: dict[str, Any]) -> str:
     for name, row in rows.items():
         cells = "".join((f"{row[c]:.4f}" if c in row else "—").rjust(15) for c in columns)
         lines.append(name.ljust(width) + cells)
-    ratio = table.get("content_only_over_popularity_known_count")
-    if ratio is not None:
-        lines.append(f"content-only / popularity_known_count (recall@{K}): {ratio:.2f}x")
+    for column, ratio in table.get("content_only_over_popularity_known_count", {}).items():
+        lines.append(f"two_tower_content_only / popularity_known_count ({column}): {ratio:.2f}x")
     return "\n".join(lines)
