@@ -31,6 +31,11 @@ def _training_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pooling", choices=POOLINGS, help="history pooling of the user tower")
+    parser.add_argument(
+        "--item-id-dropout",
+        type=float,
+        help="share of item-tower inputs trained on the unknown-item id row (content alone)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--no-baselines", action="store_true", help="skip the baselines")
     parser.add_argument("--quick", action="store_true", help="tiny model, for smoke tests")
@@ -73,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="also the strong-generalization table (15%% of users held out), both settings",
+    )
+    evaluate.add_argument(
+        "--cold-start-items",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also the cold-start items table (10%% of items held out, content-only embeddings)",
     )
 
     synth = commands.add_parser("synth", help="write a synthetic dataset (generic layout)")
@@ -121,6 +132,10 @@ def _config(args: argparse.Namespace, loss: LossName) -> TrainConfig:
         config = replace(config, max_epochs=args.epochs)
     if args.pooling is not None:
         config = replace(config, tower=replace(config.tower, pooling=args.pooling))
+    if args.item_id_dropout is not None:
+        if not 0.0 <= args.item_id_dropout < 1.0:
+            raise ValueError("--item-id-dropout must lie in [0, 1)")
+        config = replace(config, tower=replace(config.tower, item_id_dropout=args.item_id_dropout))
     return config
 
 
@@ -189,11 +204,16 @@ def _evaluate(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         strong=_strong_settings(args, dataset),
         positive_threshold=args.rating_threshold if args.low_ratings_negative else None,
+        cold_items=args.cold_start_items,
     )
     print(render_table(result.metrics))
     for label, table in result.extra.get("strong_generalization", {}).items():
         print(f"\nstrong generalization ({label}: {table['held_out_users']} held-out users)")
         print(render_table(table["models"]))
+    if "cold_start_items" in result.extra:
+        from models.cold_items import render_cold_table  # noqa: PLC0415
+
+        print("\n" + render_cold_table(result.extra["cold_start_items"]))
     for name, found in result.extra.get("next_item_recall@20", {}).items():
         print(f"next-item recall@20 {name:18s} {found['recall']:.4f} asym {found['asymmetry']:.3f}")
     if args.json is not None:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from models.baselines import run_baselines
+from models.cold_items import evaluate_cold_items
 from models.complementary import (
     SGNSConfig,
     evaluate_next_item,
@@ -205,17 +206,21 @@ def evaluate(
     progress: bool = True,
     strong: tuple[float | None, ...] = (),
     positive_threshold: float | None = None,
+    cold_items: bool = False,
 ) -> EvaluationResult:
     """Test metrics of the two-tower model (one run per loss) next to the baselines, trained and
     tested on the interactions weighted at least `positive_threshold` (None = all); with
     `strong`, a strong-generalization table per threshold in it (None = every interaction is a
-    positive) in `extra["strong_generalization"]`, from the whole of `dataset`."""
+    positive) in `extra["strong_generalization"]`, from the whole of `dataset`; with
+    `cold_items`, the cold-start items table (models/cold_items.py) in
+    `extra["cold_start_items"]`."""
     full, dataset = dataset, positives_only(dataset, positive_threshold)
     split = split_dataset(dataset)
     metrics: Results = {}
     curves: dict[str, list[dict[str, float]]] = {}
     seconds: dict[str, float] = {}
     extra: dict[str, Any] = {"split": split.extra}
+    first: TrainResult | None = None
     for loss in losses:
         name = "two_tower" if loss == losses[0] else f"two_tower_{loss}"
         result = train(dataset, split, replace(config, loss=loss), progress=progress)
@@ -224,6 +229,7 @@ def evaluate(
         seconds[name] = round(result.seconds, 2)
         extra[name] = training_summary(replace(config, loss=loss), result)
         if loss == losses[0]:
+            first = result
             started = time.perf_counter()
             two_tower_items = item_embeddings(result.model, result.item_features)
             found = evaluate_next_item(
@@ -235,6 +241,11 @@ def evaluate(
         baselines, took = _baselines(split, seed=config.seed, progress=progress)
         metrics.update(baselines)
         seconds["baselines"] = round(took, 2)
+    if cold_items:
+        extra["cold_start_items"] = evaluate_cold_items(
+            dataset, split, config=replace(config, loss=losses[0]), warm=first, progress=progress
+        )
+        seconds["cold_start_items"] = extra["cold_start_items"]["seconds"]
     tables = {}
     for threshold in strong:
         sg = strong_generalization(

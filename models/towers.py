@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
+from models.cold_head import ColdHead
+
 Pooling = Literal["attention", "mean", "gru"]
 POOLINGS: tuple[Pooling, ...] = ("attention", "mean", "gru")
 
@@ -36,7 +38,8 @@ class TowerConfig:
 
 
 class ItemTower(nn.Module):
-    """Item id embedding plus content, so an unseen item (id row `num_items`) still places well."""
+    """Item id embedding plus content; an unseen item (id row `num_items`) is placed by its
+    content alone, through the cold head once it is fitted (models/cold_head.py)."""
 
     def __init__(
         self, *, num_items: int, num_genres: int, title_buckets: int, config: TowerConfig
@@ -56,6 +59,9 @@ class ItemTower(nn.Module):
         nn.init.normal_(self.title.weight, std=0.1)
         with torch.no_grad():
             self.title.weight[0].zero_()
+        with torch.random.fork_rng(devices=[]):  # the global stream, so the rest, unchanged
+            self.cold = ColdHead(num_genres=num_genres, title_buckets=title_buckets, dim=dim)
+        self.cold_fitted = False  # until fit_cold_head: the unknown row plus content, as trained
 
     def content(self, genres: Tensor, year: Tensor, title_tokens: Tensor) -> Tensor:
         present = (title_tokens > 0).float().unsqueeze(-1)
@@ -70,6 +76,9 @@ class ItemTower(nn.Module):
             drop = torch.rand(item_idx.shape, device=item_idx.device) < self.id_dropout
             item_idx = torch.where(drop, torch.full_like(item_idx, self.num_items), item_idx)
         vector = self.id_embedding(item_idx) + self.content(genres, year, title_tokens)
+        if self.cold_fitted and not self.training:
+            unknown = (item_idx == self.num_items).unsqueeze(-1)
+            vector = torch.where(unknown, self.cold(genres, year, title_tokens), vector)
         return F.normalize(vector, dim=-1)
 
 

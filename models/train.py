@@ -10,6 +10,7 @@ catalog and the loss is the exact full softmax.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -21,6 +22,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from models.cold_head import COLD_HEAD_STEPS, fit_cold_head
 from models.features import (
     TITLE_HASH_BUCKETS,
     ItemFeatures,
@@ -57,6 +59,7 @@ class TrainConfig:
     threads: int = 2
     title_hash_buckets: int = TITLE_HASH_BUCKETS
     eval_users: int = 2_000  # validation/test metrics on this seeded user sample; 0 = every user
+    cold_head_steps: int = COLD_HEAD_STEPS  # fit of the unknown-item path after training; 0 = none
 
     @classmethod
     def tiny(cls, **overrides: Any) -> TrainConfig:
@@ -91,6 +94,7 @@ class TrainResult:
     valid_metrics: Metrics
     test_metrics: Metrics
     seconds: float
+    cold_head_cosine: float = float("nan")  # the cold head's mean cosine on the trained items
 
 
 def sample_users(interactions: Interactions, count: int, *, seed: int) -> Interactions:
@@ -108,10 +112,16 @@ def sample_users(interactions: Interactions, count: int, *, seed: int) -> Intera
     )
 
 
+def thread_count(threads: int) -> int:
+    """`threads`, capped by OMP_NUM_THREADS when it is set (a shared machine's budget)."""
+    cap = os.environ.get("OMP_NUM_THREADS", "")
+    return max(1, min(threads, int(cap))) if cap.isdigit() and int(cap) > 0 else threads
+
+
 def seed_everything(seed: int, threads: int = 2) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
-    torch.set_num_threads(threads)
+    torch.set_num_threads(thread_count(threads))
     torch.use_deterministic_algorithms(True)
 
 
@@ -408,8 +418,17 @@ class Trainer:
         model, curve, best_epoch, valid = self._fit(
             split.train, self.config.max_epochs, validate=True
         )
+        fitted_on = split.train
         if self.config.refit:
             model, _, _, _ = self._fit(split.train_full, best_epoch, validate=False)
+            fitted_on = split.train_full
+        cold_cosine = fit_cold_head(
+            model,
+            self.item_features,
+            np.bincount(fitted_on.item, minlength=self.num_items),
+            steps=self.config.cold_head_steps,
+            seed=self.config.seed,
+        )
         test = self.evaluate(model, history=split.train_full, targets=split.test)
         return TrainResult(
             model=model,
@@ -419,6 +438,7 @@ class Trainer:
             valid_metrics=valid,
             test_metrics=test,
             seconds=time.perf_counter() - started,
+            cold_head_cosine=cold_cosine,
         )
 
 

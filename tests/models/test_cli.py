@@ -110,6 +110,10 @@ def test_build_and_evaluate_from_a_synthetic_directory(synth_dir: Path, tmp_path
     assert set(strong) == {"all_positive"}  # every weight is 1: no ratings to call low
     assert set(strong["all_positive"]["models"]) == {"two_tower", "popularity", "itemknn", "ease"}
     assert strong["all_positive"]["held_out_users"] == 23  # 15% of 150, rounded half up
+    cold = document["cold_start_items"]
+    assert cold["held_out_items"] == round(0.1 * cold["items"])
+    assert set(cold["models"]) >= {"two_tower_content_only", "random", "popularity_known_count"}
+    assert "cold-start items:" in done.stdout
 
 
 def test_tune_dual_scores_each_config_on_validation_pairs(synth_dir: Path, tmp_path: Path) -> None:
