@@ -79,6 +79,8 @@ def _top(rows: npt.NDArray[np.int64], scores: npt.NDArray[np.floating], k: int) 
 
 def _blend(bundle: Bundle, query: Vector, rows: list[int], weight: float, k: int) -> Ranked:
     candidates = np.unique(np.asarray(rows, dtype=np.int64))
+    if not len(candidates):  # nothing qualifies (e.g. a filter no item passes): an empty page
+        return [], []
     vectors = np.stack([bundle.retriever.item_vector(int(row)) for row in candidates])
     cosine = vectors @ query
     blended = (1.0 - weight) * cosine + weight * _popularity_by_row(bundle)[candidates]

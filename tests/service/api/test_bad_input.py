@@ -100,3 +100,23 @@ async def test_a_method_a_path_lacks_is_405_naming_every_method_it_has(
     assert response.json() == {"detail": "Method Not Allowed"}
     single = await client.request("PUT", "/v1/recommend")  # one route: Starlette's own answer
     assert single.status_code == 405 and single.headers["allow"] == "POST"
+
+
+async def test_a_popularity_blend_arm_with_a_filter_nothing_passes_answers_an_empty_page(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    """Found by schemathesis: the blend policy stacked zero candidates (a 500)."""
+    import shutil
+
+    from tests.service.api.helpers import items
+    from tests.service.test_admin import copy_bundle, write_config
+
+    shutil.copytree(bundle_dir, tmp_path / "v1")
+    copy_bundle(bundle_dir, tmp_path / "v2", "tiny-v2")
+    settings = Settings(experiments=write_config(tmp_path / "experiment.toml"))
+    history = [items(bundle_dir)[0]["item_id"]]  # a history: the tower runs, then the blend
+    body = {"user_id": "u", "k": 146, "history": history, "filters": {"genres_any": ["nope"]}}
+    async with serve(settings) as (_, http):
+        response = await http.post("/v1/recommend", json=body, headers={"X-Duet-Arm": "popular"})
+    assert response.status_code == 200, response.text
+    assert response.json()["items"] == []
