@@ -173,6 +173,7 @@ def _spec(served: ServedIndex) -> IndexSpec:
         large=large,
         hnsw_m=int(params.get("M", 32)),
         hnsw_ef_construction=int(params.get("efConstruction", 64)),
+        ivf_codes="sq8" if params.get("codes") == "sq8" else "flat",
     )
 
 

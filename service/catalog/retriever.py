@@ -76,6 +76,11 @@ class Retriever:
         self._ef = int(hnsw.hnsw.efSearch) if hnsw is not None else 0
         self._nprobe = int(faiss.extract_index_ivf(index).nprobe) if index_type == "ivf" else 0
         self._nlist = int(faiss.extract_index_ivf(index).nlist) if index_type == "ivf" else 0
+        # IVF lists of compressed codes (8-bit: 1 byte per dimension) give approximate scores:
+        # the few rows a search returns are scored again, exactly, from the embeddings.
+        self._rescore = index_type == "ivf" and int(
+            faiss.extract_index_ivf(index).code_size
+        ) < 4 * int(index.d)
 
     def _params(self, settings: SearchSettings, selector: Any | None, boost: float) -> Any | None:
         if self._type == "hnsw":
@@ -94,11 +99,14 @@ class Retriever:
 
     def _faiss(self, query: Vector, n: int, params: Any | None) -> Ranked:
         scores, rows = self._index.search(query.reshape(1, -1), n, params=params)
-        found, found_scores = rows[0].tolist(), scores[0].tolist()
-        if found and found[-1] < 0:  # FAISS pads a short answer with -1
-            cut = found.index(-1)
-            return found[:cut], found_scores[:cut]
-        return found, found_scores
+        if rows[0, -1] < 0:  # FAISS pads a short answer with -1
+            cut = int(np.argmax(rows[0] < 0))
+            scores, rows = scores[:, :cut], rows[:, :cut]
+        if self._rescore and rows.shape[1]:
+            exact = self._embeddings[rows[0]] @ query
+            order = np.argsort(-exact, kind="stable")
+            return rows[0, order].tolist(), exact[order].tolist()
+        return rows[0].tolist(), scores[0].tolist()
 
     def search(
         self,

@@ -1,5 +1,6 @@
-"""The million-item path at 50k items: a real build (HNSW), mapped loading, ANN within its
-measured recall, exact pages under selective filters, and workers that survive a long load.
+"""The million-item path at 50k items: a real build (the default large index, IVF with 8-bit
+codes), mapped loading, ANN within its measured recall, exact pages under selective filters,
+and workers that survive a long load.
 
 The figures at 1M items are benchmarks (`make bench-scale`), not assertions here.
 """
@@ -39,7 +40,7 @@ def scale_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         config=TrainConfig.tiny(max_epochs=1),
         with_baselines=False,
         progress=False,
-        index_spec=IndexSpec(exact_threshold=10_000, large="hnsw", hnsw_m=16),
+        index_spec=IndexSpec(exact_threshold=10_000),
     )
     return out
 
@@ -61,7 +62,8 @@ def test_large_files_are_mapped_not_copied(scale: Bundle, scale_dir: Path) -> No
     maps = Path(f"/proc/{os.getpid()}/maps").read_text()
     for name in ("items.faiss", "item_embeddings.npy", "item_ids.npy", "item_titles.npy"):
         assert str(scale_dir.resolve() / name) in maps, name
-    assert scale.manifest.index.type == "hnsw" and len(scale.catalog) == NUM_ITEMS
+    assert scale.manifest.index.type == "ivf" and len(scale.catalog) == NUM_ITEMS
+    assert scale.manifest.index.params["codes"] == "sq8"
 
 
 def test_ann_answers_match_exact_search_within_the_measured_recall(scale: Bundle) -> None:
