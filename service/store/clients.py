@@ -31,10 +31,13 @@ from urllib.parse import urlsplit
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
 from redis.backoff import NoBackoff
+from redis.connection import HiredisRespSerializer
 from redis.exceptions import NoScriptError
+from redis.utils import HIREDIS_AVAILABLE
 
 from service.redis_mode import RedisModeError, check_mode
 from service.settings import Settings
@@ -42,6 +45,28 @@ from service.store.guard import FAILURES
 
 RedisClient = aioredis.Redis | RedisCluster
 T = TypeVar("T")
+C = TypeVar("C", bound=type[AbstractConnection])
+_PACKER = HiredisRespSerializer() if HIREDIS_AVAILABLE else None
+
+
+def hiredis_packing(base: C) -> C:
+    """`base` packing commands with hiredis's C packer, as redis-py's sync connections do.
+
+    Its asyncio connections pack in Python, ~0.9 us per argument here, and every recommend's
+    exposure batch is one command of ~50 arguments: 8.3 us for a 9-argument EVALSHA against
+    1.0 us with hiredis (same bytes). Cluster clients keep redis-py's packer: RedisCluster takes
+    no connection class."""
+    if _PACKER is None:
+        return base
+    pack = _PACKER.pack
+
+    class Packed(base):  # type: ignore[valid-type,misc]
+        def pack_command(self, *args: Any) -> list[bytes]:
+            packed: list[bytes] = pack(*args)
+            return packed
+
+    Packed.__name__ = Packed.__qualname__ = f"Hiredis{base.__name__}"
+    return Packed  # type: ignore[return-value]
 
 
 def _no_retry() -> Retry:
@@ -100,13 +125,17 @@ def open_client(
     if settings.redis_mode == "sentinel":
         assert settings.redis_master_name is not None  # noqa: S101
         master: aioredis.Redis = _sentinel(settings, connect_timeout).master_for(
-            settings.redis_master_name, max_connections=max_connections, **common
+            settings.redis_master_name,
+            max_connections=max_connections,
+            connection_class=hiredis_packing(SentinelManagedConnection),
+            **common,
         )
         return master
     assert settings.redis_url is not None  # noqa: S101
     pool = aioredis.ConnectionPool.from_url(
         settings.redis_url, max_connections=max_connections, **common
     )
+    pool.connection_class = hiredis_packing(pool.connection_class)  # TCP, TLS or unix socket
     return aioredis.Redis(connection_pool=pool)
 
 

@@ -8,11 +8,13 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from service.errors import StoreUnavailableError
 from service.settings import Settings
 from service.store import RedisStore
 from service.store.breaker import CircuitBreaker
+from service.store.clients import open_client
 from tests.service.redis_server import RedisServer, free_port
 
 
@@ -192,3 +194,32 @@ async def test_the_fetch_carries_the_bundles_catalog_version(redis_url: str) -> 
         assert (await store.fetch("u", "v2")).catalog_version == 0
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("EVALSHA", "a" * 40, 2, "duet:{u1}:h", "duet:{u1}:v", -50, 1.5),
+        ("CLIENT SETNAME", "duet"),  # a command name with a space is split, as redis-py does
+        (b"SET", memoryview(b"\x00\xff"), bytearray(b"v")),
+        ("XADD", "duet:exposures", "*", *(str(n) for n in range(60))),
+    ],
+)
+def test_single_node_connections_pack_in_c_the_bytes_redis_py_packs(args: tuple[object]) -> None:
+    client = open_client(_settings("redis://127.0.0.1:1/0"), connect_timeout=1.0, max_connections=2)
+    packed_class = client.connection_pool.connection_class
+    assert packed_class.__name__ == "HiredisConnection"
+    ours = b"".join(bytes(p) for p in packed_class().pack_command(*args))
+    theirs = b"".join(bytes(p) for p in aioredis.Connection().pack_command(*args))
+    assert ours == theirs
+
+
+async def test_packed_commands_round_trip_through_a_real_server(redis_url: str) -> None:
+    client = open_client(_settings(redis_url), connect_timeout=1.0, max_connections=2)
+    try:
+        blob = bytes(range(256))
+        await client.execute_command("SET", "duet:test:{packed}", memoryview(blob))
+        assert await client.execute_command("GET", "duet:test:{packed}") == blob
+        assert await client.eval("return ARGV[1] .. #KEYS", 1, "k", "é") == "é1".encode()
+    finally:
+        await client.aclose()
