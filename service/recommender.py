@@ -31,6 +31,7 @@ from service.catalog.live import merge
 from service.catalog.retriever import Retriever, SearchSettings
 from service.errors import InvalidInputError, NotFoundError, StoreUnavailableError
 from service.policies import SCORE, RankingPolicy, rank
+from service.seen_rows import SeenRows
 from service.store import EMPTY_STATE, Store
 from service.store.base import EmbeddingWrite
 
@@ -253,6 +254,7 @@ class Recommender:
         self._pending: set[asyncio.Task[None]] = set()
         self._writes: list[EmbeddingWrite] = []
         self._gate = asyncio.Semaphore(concurrency)
+        self._seen_rows = SeenRows()
 
     async def recommend(self, arm: Arm, query: RecommendQuery, request_id: str) -> Recommendation:
         async with self._gate:
@@ -307,7 +309,10 @@ class Recommender:
             excluded = set(history)
             excluded.update(excluded_known)
             if state.seen:
-                excluded.update(_known_rows(catalog, state.seen))
+                seen = self._seen_rows.rows(
+                    bundle.version, query.user_id, state.seen, catalog.rows.rows
+                )
+                excluded.update(seen)
             return excluded
 
         allowed = catalog.masks.allowed(query.item_filter)
