@@ -110,6 +110,7 @@ def create_app(settings: Settings) -> FastAPI:
             default_overfetch=settings.overfetch_factor,
             exact_max_rows=settings.exact_scan_max_rows,
             feeds=feeds,
+            page_memo_size=settings.page_memo_size,
         )
         exposures = open_exposure_log(settings)
         app.state.tracker = ExperimentTracker(exposures)

@@ -36,6 +36,7 @@ from service.experiments import (
     UnknownArmError,
     load_experiment,
 )
+from service.pages import DEFAULT_PAGES, PageMemo
 from service.policies import RankingPolicy, rank
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ async def build_router(
     default_overfetch: float,
     exact_max_rows: int = DEFAULT_EXACT_MAX_ROWS,
     keep: Mapping[Path, Bundle] | None = None,
+    page_memo_size: int = DEFAULT_PAGES,
 ) -> tuple[ExperimentRouter, tuple[str, ...]]:
     """Load (or `keep`) each distinct bundle once, build and warm up every arm."""
     bundles = dict(keep or {})
@@ -143,6 +145,7 @@ async def build_router(
             bundle=bundles[arm.bundle],
             search=search_settings(arm, default_overfetch),
             policy=ranking_policy(arm),
+            pages=PageMemo(page_memo_size),
         )
         for arm in config.arms
     }
@@ -179,8 +182,10 @@ class Reloader:
         default_overfetch: float,
         exact_max_rows: int = DEFAULT_EXACT_MAX_ROWS,
         feeds: LiveFeeds | None = None,
+        page_memo_size: int = DEFAULT_PAGES,
     ) -> None:
         self._table = table
+        self._page_memo_size = page_memo_size
         self._feeds = feeds
         """Each served bundle's live catalog: replayed before the swap, retired after it."""
         self._exact_max_rows = exact_max_rows
@@ -274,6 +279,7 @@ class Reloader:
                 default_overfetch=self._overfetch,
                 exact_max_rows=self._exact_max_rows,
                 keep=keep,
+                page_memo_size=self._page_memo_size,
             )
         except (BundleError, ExperimentConfigError) as error:
             self.last_error = error.message

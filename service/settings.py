@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     local_cache_size: int = Field(
         default=10_000, ge=0, le=10_000_000, description="Users (history + embeddings) in-process."
     )
+    page_memo_size: int = Field(
+        default=4_096,
+        ge=0,
+        le=10_000_000,
+        description="Plain pages per arm reused while their inputs are unchanged; 0 = off.",
+    )
 
     max_body_bytes: int = Field(default=1_048_576, ge=1_024, le=64 * 1_048_576)
     overfetch_factor: float = Field(default=2.0, ge=1.0, le=100.0)

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import httpx
 
+from service.settings import Settings
 from tests.service.api.helpers import items, metric, users, version
+from tests.service.conftest import serve
 
 
 async def test_known_user_gets_k_personalised_items(
@@ -135,6 +137,23 @@ async def test_second_request_hits_the_embedding_cache(
         before, "duet_page_memo_requests_total", result="hit"
     )
     assert memo == 1
+
+
+async def test_page_memo_size_zero_searches_every_time(bundle_dir: Path, redis_url: str) -> None:
+    """DUET_PAGE_MEMO_SIZE=0: a repeat plain request is searched again, with the same page."""
+    user = users(bundle_dir)[4]
+    settings = Settings(bundle=bundle_dir, redis_url=redis_url, page_memo_size=0)
+    async with serve(settings) as (app, client):
+        first = (await client.post("/v1/recommend", json={"user_id": user})).json()
+        await app.state.recommender.drain()
+        before = (await client.get("/metrics")).text
+        second = (await client.post("/v1/recommend", json={"user_id": user})).json()
+        after = (await client.get("/metrics")).text
+    assert second["items"] == first["items"]
+    hits = metric(after, "duet_page_memo_requests_total", result="hit") - metric(
+        before, "duet_page_memo_requests_total", result="hit"
+    )
+    assert hits == 0
 
 
 async def test_batch_answers_in_order(client: httpx.AsyncClient, bundle_dir: Path) -> None:
