@@ -150,6 +150,24 @@ def test_arm_search_settings_are_applied(embeddings: npt.NDArray[np.float32]) ->
     assert rows == _exact(embeddings, embeddings[5], set(range(N)), 10)
 
 
+def test_arms_sharing_a_retriever_keep_their_own_settings(
+    embeddings: npt.NDArray[np.float32],
+) -> None:
+    """The plain search's parameters are built once per setting and reused: two arms over one
+    index, interleaved, each get what their own setting gives on a fresh retriever."""
+    index = _index("ivf", embeddings)
+    shared = Retriever(index, embeddings, "ivf")
+    every_list = SearchSettings(nprobe=16)
+    differ = 0
+    for query in embeddings[:20]:
+        narrow, _ = shared.search(query, 10)
+        wide, _ = shared.search(query, 10, settings=every_list)
+        assert narrow == Retriever(index, embeddings, "ivf").search(query, 10)[0]
+        assert wide == _exact(embeddings, query, set(range(N)), 10)
+        differ += narrow != wide
+    assert differ > 0  # one list of 16 misses some of the exact answer
+
+
 def test_a_long_exclusion_list_with_a_filter_still_fills_the_page(
     retriever: Retriever, embeddings: npt.NDArray[np.float32]
 ) -> None:
