@@ -135,6 +135,21 @@ def test_many_exclusions_use_the_selector_path(
     assert sorted(rows) == list(range(N - 5, N))
 
 
+@pytest.mark.parametrize("excluded", [set(), {7}, set(range(0, N, 2))])
+def test_an_exact_index_ranks_the_whole_catalog_by_inner_product(
+    embeddings: npt.NDArray[np.float32], excluded: set[int]
+) -> None:
+    """The flat plan (one matmul, excluded rows at -inf): k up to every remaining row, exact
+    scores best first, never an excluded row, whatever k asks past what remains."""
+    retriever = Retriever(_index("flat_ip", embeddings), embeddings, "flat_ip")
+    query = embeddings[11]
+    remaining = set(range(N)) - excluded
+    for k in (1, 10, len(remaining), N + 5):
+        rows, scores = retriever.search(query, k, excluded=excluded)
+        assert rows == _exact(embeddings, query, remaining, k)
+        assert np.allclose(scores, embeddings[rows] @ query, atol=1e-6)
+
+
 def test_nothing_qualifies(retriever: Retriever, embeddings: npt.NDArray[np.float32]) -> None:
     assert retriever.search(embeddings[4], 5, excluded=set(range(N))) == ([], [])
     assert retriever.search(embeddings[4], 5, allowed=_allowed(np.zeros(N, dtype=np.bool_))) == (
