@@ -33,6 +33,9 @@ class Arm:
     pages: PageMemo[list[ScoredItem]] = field(
         default_factory=PageMemo, compare=False, repr=False
     )  # the last plain page per (user, k): see service/pages.py
+    related: PageMemo[tuple[list[ScoredItem], str | None]] = field(
+        default_factory=PageMemo, compare=False, repr=False
+    )  # item-to-item pages (similar, complementary) per (items, k), the same for every user
 
 
 class ArmRouter(Protocol):

@@ -146,6 +146,7 @@ async def build_router(
             search=search_settings(arm, default_overfetch),
             policy=ranking_policy(arm),
             pages=PageMemo(page_memo_size),
+            related=PageMemo(page_memo_size),
         )
         for arm in config.arms
     }

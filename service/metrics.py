@@ -119,6 +119,10 @@ STAGE_ENCODE = STAGE_DURATION.labels("encode")
 STAGE_SEARCH = STAGE_DURATION.labels("search")
 STAGE_FILTER = STAGE_DURATION.labels("filter")
 PAGE_MEMO_HITS = PAGE_MEMO.labels("hit")
+RELATED_MEMO_HITS = Counter(
+    "duet_related_memo_hits_total",
+    "Item-to-item answers (similar, complementary, retrieve by item) reused from the arm's memo.",
+)
 SHED_BY_REASON = {reason: SHED.labels(reason) for reason in ("inflight", "queue")}
 # Series that only move when something goes wrong exist at 0 from the start, so a dashboard
 # query over them answers 0 on a healthy service instead of "no data".

@@ -228,6 +228,33 @@ def _relation_query(
     return retriever, arm.search, np.ascontiguousarray(vector, dtype=np.float32), reason
 
 
+class _RelatedMemo:
+    """An item-to-item answer is the same for every user: the arm keeps it per (items, k) while
+    the filter and the live catalog (`applied`, which moves with every change: an upsert, a
+    delete, a hide) are unchanged. A popular item's similar page then costs no search."""
+
+    __slots__ = ("_arm", "_inputs", "_k", "_key")
+
+    def __init__(self, arm: Arm, key: str, k: int, item_filter: ItemFilter | None) -> None:
+        self._arm, self._key, self._k = arm, key, k
+        self._inputs = (item_filter, arm.bundle.live.applied)
+
+    def get(self, request_id: str) -> Retrieval | None:
+        hit = self._arm.related.get(self._key, self._k, self._inputs, b"")
+        if hit is None:
+            return None
+        metrics.RELATED_MEMO_HITS.inc()
+        items, fallback = hit
+        if fallback is not None:
+            metrics.FALLBACKS.labels(fallback).inc()
+        return Retrieval(request_id, self._arm.bundle.version, self._arm.name, items, fallback)
+
+    def put(self, result: Retrieval) -> Retrieval:
+        page = (result.items, result.fallback)
+        self._arm.related.put(self._key, self._k, self._inputs, b"", page)
+        return result
+
+
 class Recommender:
     """The request path. At most `concurrency` recommends (store to search) and event writes run
     at once.
@@ -416,6 +443,9 @@ class Recommender:
         item_filter: ItemFilter | None = None,
     ) -> Retrieval:
         bundle = arm.bundle
+        memo = _RelatedMemo(arm, f"similar\x1f{item_id}", k, item_filter)
+        if (hit := memo.get(request_id)) is not None:
+            return hit
         live_vector = bundle.live.vector(item_id)
         row = bundle.catalog.rows.get(item_id)
         if live_vector is None and (row is None or bundle.live.deleted(item_id)):
@@ -424,9 +454,11 @@ class Recommender:
             raise NotFoundError(message, field="item_id")
         vector = live_vector if live_vector is not None else bundle.retriever.item_vector(row)
         excluded = set() if row is None else {row}
-        return self._search(
-            arm, vector, k=k, excluded=excluded, item_filter=item_filter, request_id=request_id,
-            excluded_ids=(item_id,),
+        return memo.put(
+            self._search(
+                arm, vector, k=k, excluded=excluded, item_filter=item_filter,
+                request_id=request_id, excluded_ids=(item_id,),
+            )
         )  # fmt: skip
 
     async def related(self, arm: Arm, query: RelatedQuery, request_id: str) -> Retrieval:
@@ -434,6 +466,12 @@ class Recommender:
         and says so in `fallback` when the bundle or the items have no dual embedding."""
         bundle = arm.bundle
         catalog = bundle.catalog
+        memo = None
+        if query.user_id is None:  # a user's seen set makes the answer theirs: not memoised
+            key = "\x1f".join((query.relation, *query.item_ids))
+            memo = _RelatedMemo(arm, key, query.k, query.item_filter)
+            if (hit := memo.get(request_id)) is not None:
+                return hit
         rows = []
         for item_id in query.item_ids:
             row = catalog.rows.get(item_id)
@@ -460,7 +498,8 @@ class Recommender:
         )
         metrics.STAGE_SEARCH.observe(time.perf_counter() - started)
         items = _items(catalog, found, scores)
-        return Retrieval(request_id, bundle.version, arm.name, items, fallback)
+        result = Retrieval(request_id, bundle.version, arm.name, items, fallback)
+        return result if memo is None else memo.put(result)
 
     async def _seen(self, user_id: str, bundle: Bundle) -> tuple[tuple[str, ...], str | None]:
         """What the user has seen (history and seen set), in the one fetch round trip; without

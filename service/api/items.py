@@ -64,12 +64,12 @@ async def retrieve_one(request: Request, body: RetrieveRequest) -> Retrieval:
     ctx = serving(request)
     _check_override(request)
     service = ctx.recommender
-    await service.catch_up(ctx.router.default.bundle)
     request_id = uuid.uuid4().hex
     if body.related:
         query = body.to_related()
         metrics.related_counter(RETRIEVE_PATH, query.relation).inc()
         return await _related(request, query, request_id)
+    await service.catch_up(ctx.router.default.bundle)
     arm = ctx.router.default
     tag_arm(request, arm.name)
     if body.item_id is not None:
@@ -93,13 +93,14 @@ async def retrieve_one(request: Request, body: RetrieveRequest) -> Retrieval:
 
 async def _related(request: Request, query: RelatedQuery, request_id: str) -> Retrieval:
     """A user's own arm when the query names a user (their experiment's bundle), else the
-    default arm, as `similar`."""
+    default arm, as `similar`; caught up with the live catalog of that arm's bundle first."""
     ctx = serving(request)
     if query.user_id is None:
         arm = ctx.router.default
     else:
         arm = ctx.router.choose(query.user_id, arm_override(request))
     tag_arm(request, arm.name)
+    await ctx.recommender.catch_up(arm.bundle)
     return await ctx.recommender.related(arm, query, request_id)
 
 

@@ -212,3 +212,33 @@ async def test_a_reload_replaces_the_delta_and_replays_the_log_into_the_new_bund
         assert new.live.item("new-1") is not None  # replayed before the swap
         held = (await http.get("/admin/items/new-1", headers=AUTH)).json()
         assert held["source"] == "live"
+
+
+@pytest.mark.parametrize("relation", ["similar", "complementary"])
+async def test_a_memoised_item_page_never_outlives_a_live_change(
+    admin: httpx.AsyncClient, bundle_dir: Path, relation: str
+) -> None:
+    """Item-to-item pages are reused while nothing changed, and recomputed after a hide, an
+    upsert or a delete: the hidden neighbour is gone at once and the page stays full."""
+    item = items(bundle_dir)[2]["item_id"]
+    path = f"/v1/items/{item}/{relation}"
+    first = (await admin.get(path, params={"k": 8})).json()["items"]
+    before = (await admin.get("/metrics")).text
+    again = (await admin.get(path, params={"k": 8})).json()["items"]
+    after = (await admin.get("/metrics")).text
+    assert again == first
+    assert (
+        metric(after, "duet_related_memo_hits_total")
+        - metric(before, "duet_related_memo_hits_total")
+        == 1
+    )
+    neighbour = first[0]["item_id"]
+    patch = await admin.patch(f"/admin/items/{neighbour}", json={"available": False}, headers=AUTH)
+    assert patch.status_code == 200, patch.text
+    hidden = (await admin.get(path, params={"k": 8})).json()["items"]
+    assert neighbour not in [i["item_id"] for i in hidden] and len(hidden) == 8
+    assert [i["item_id"] for i in hidden[:7]] == [i["item_id"] for i in first[1:]]
+    body: dict[str, Any] = {"item_id": item, "k": 8}
+    if relation == "complementary":
+        body = {"items": [item], "relation": "complementary", "k": 8}
+    assert await _retrieve(admin, **body) == [i["item_id"] for i in hidden]
