@@ -468,7 +468,8 @@ class Recommender:
         catalog = bundle.catalog
         memo = None
         if query.user_id is None:  # a user's seen set makes the answer theirs: not memoised
-            key = "\x1f".join((query.relation, *query.item_ids))
+            # not `similar`'s key: this path serves bundle items only, without the live delta
+            key = "\x1f".join(("related", query.relation, *query.item_ids))
             memo = _RelatedMemo(arm, key, query.k, query.item_filter)
             if (hit := memo.get(request_id)) is not None:
                 return hit

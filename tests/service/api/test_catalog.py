@@ -242,3 +242,18 @@ async def test_a_memoised_item_page_never_outlives_a_live_change(
     if relation == "complementary":
         body = {"items": [item], "relation": "complementary", "k": 8}
     assert await _retrieve(admin, **body) == [i["item_id"] for i in hidden]
+
+
+async def test_similar_and_related_similar_do_not_share_a_memo_entry(
+    admin: httpx.AsyncClient, bundle_dir: Path
+) -> None:
+    """`GET .../similar` merges the live delta, `relation: similar` over `items` does not: one
+    memoised answer must never be served for the other."""
+    item = items(bundle_dir)[5]["item_id"]
+    await admin.get(f"/v1/items/{item}/similar", params={"k": 6})
+    before = (await admin.get("/metrics")).text
+    await _retrieve(admin, items=[item], relation="similar", k=6)
+    after = (await admin.get("/metrics")).text
+    assert metric(after, "duet_related_memo_hits_total") == metric(
+        before, "duet_related_memo_hits_total"
+    )
