@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,13 +149,7 @@ class LocalCluster:
         the master right after creation would count it lost against the service (one suite
         run on a loaded box lost 24 of 205 accepted events, early ones: most likely this).
         The time taken."""
-        started = time.monotonic()
-        self._until(
-            lambda: all(self._replicated(node) for node in self.alive()),
-            seconds,
-            "a replica never finished its initial sync",
-        )
-        return time.monotonic() - started
+        return self._wait_all(self._replicated, seconds, "a replica never finished its sync")
 
     def _state_ok(self, node: Node) -> bool:
         try:
@@ -171,15 +166,14 @@ class LocalCluster:
     def alive(self) -> list[Node]:
         return [n for n in self.nodes if n.process is not None and n.process.poll() is None]
 
+    def _wait_all(self, check: Callable[[Node], bool], seconds: float, what: str) -> float:
+        started = time.monotonic()
+        self._until(lambda: all(check(node) for node in self.alive()), seconds, what)
+        return time.monotonic() - started
+
     def wait_ok(self, seconds: float = 30) -> float:
         """Until every live node reports cluster_state:ok with all slots served; the time taken."""
-        started = time.monotonic()
-        self._until(
-            lambda: all(self._state_ok(node) for node in self.alive()),
-            seconds,
-            "the cluster never reached cluster_state:ok",
-        )
-        return time.monotonic() - started
+        return self._wait_all(self._state_ok, seconds, "the cluster never reached cluster_state:ok")
 
     def wait_takeover(self, port: int, seconds: float = 30) -> float:
         """Until the killed master `port` is flagged failed, its slots served by a promoted

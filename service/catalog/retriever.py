@@ -59,6 +59,13 @@ def _top(candidates: npt.NDArray[np.int64], scores: npt.NDArray[np.float32], wan
     return candidates[order].tolist(), scores[order].tolist()
 
 
+def _without(found: Ranked, excluded: npt.NDArray[np.int64], want: int) -> Ranked:
+    """The first `want` of an over-fetched answer that are not `excluded`."""
+    refused = set(excluded.tolist())
+    kept = [(r, s) for r, s in zip(*found, strict=True) if r not in refused][:want]
+    return [r for r, _ in kept], [s for _, s in kept]
+
+
 class Retriever:
     def __init__(
         self,
@@ -208,12 +215,10 @@ class Retriever:
             fetch = want
         params = faiss.SearchParameters()
         params.sel = selector
-        found, scores = self._faiss(query, fetch, params)
+        found = self._faiss(query, fetch, params)
         if refused is not None or not len(excluded):
-            return found[:want], scores[:want]
-        dropped = set(excluded.tolist())
-        kept = [(r, s) for r, s in zip(found, scores, strict=True) if r not in dropped][:want]
-        return [r for r, _ in kept], [s for _, s in kept]
+            return found[0][:want], found[1][:want]
+        return _without(found, excluded, want)
 
     def _exact(
         self, query: Vector, allowed: Allowed, excluded: npt.NDArray[np.int64], want: int
@@ -233,10 +238,8 @@ class Retriever:
             candidates = candidates[~np.isin(candidates, excluded, assume_unique=True)]
         elif len(excluded):
             # A few exclusions: over-fetch and drop them, instead of an O(allowed) isin pass.
-            found, found_scores = self._scan(query, candidates, want + len(excluded))
-            refused = set(excluded.tolist())
-            kept = [(r, s) for r, s in zip(found, found_scores, strict=True) if r not in refused]
-            return [r for r, _ in kept[:want]], [s for _, s in kept[:want]]
+            found = self._scan(query, candidates, want + len(excluded))
+            return _without(found, excluded, want)
         return self._scan(query, candidates, want)
 
     def _scan(self, query: Vector, candidates: npt.NDArray[np.int64], want: int) -> Ranked:
